@@ -1,0 +1,31 @@
+# make demo | make test | make bench: each sets up what is missing first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):/usr/sbin:$(PATH)
+
+.PHONY: setup servers demo test bench clean
+
+setup: $(VENV)/.installed servers
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+servers:
+	scripts/install-servers.sh
+
+demo: setup
+	$(BIN)/python -m workflows.demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python -m bench.run
+
+clean:
+	-$(BIN)/python -m workflows.demo --stop
+	rm -rf $(VENV) .local

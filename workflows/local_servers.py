@@ -1,0 +1,171 @@
+"""Redis, ClickHouse and luigid on loopback, in one directory: what the tests,
+`make demo` and `make bench` run the pipeline against. Real servers, started
+from the binaries on PATH."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+CLICKHOUSE_CONFIG = """<?xml version="1.0"?>
+<yandex>
+    <logger><level>warning</level><log>{root}/clickhouse.log</log><errorlog>{root}/clickhouse.err.log</errorlog></logger>
+    <tcp_port>{tcp_port}</tcp_port>
+    <http_port>{http_port}</http_port>
+    <listen_host>127.0.0.1</listen_host>
+    <path>{root}/clickhouse/</path>
+    <tmp_path>{root}/clickhouse/tmp/</tmp_path>
+    <users_config>/etc/clickhouse-server/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <mark_cache_size>268435456</mark_cache_size>
+</yandex>
+"""
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_open(port):
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait(ready, what, process, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode} while starting")
+        try:
+            if ready():
+                return
+        except Exception:  # not up yet
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start within {timeout} s")
+
+
+class Server:
+    """One server process, its pid file kept in `root` so that a later
+    `make demo` finds it running and reuses it."""
+
+    def __init__(self, name, root, port, command, ready, env=None):
+        self.name, self.root, self.port, self.command, self.ready = name, root, port, command, ready
+        self.env = env
+        self.pidfile = os.path.join(root, f"{name}.pid")
+        self.process = None
+
+    def running_pid(self):
+        try:
+            with open(self.pidfile) as stream:
+                pid = int(stream.read())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid if self.ready() else None
+
+    def start(self, detach=False):
+        log = open(os.path.join(self.root, f"{self.name}.out"), "ab")
+        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=detach, env=self.env)
+        with open(self.pidfile, "w") as stream:
+            stream.write(str(self.process.pid))
+        _wait(self.ready, self.name, self.process)
+
+    def stop(self):
+        pid = self.process.pid if self.process else self.running_pid()
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        if self.process:
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class LocalServers:
+    """Redis, ClickHouse (native and HTTP port) and luigid under `root`."""
+
+    def __init__(self, root, redis_port=None, clickhouse_port=None, clickhouse_http_port=None, luigid_port=None,
+                 luigi_config=None):
+        self.root = os.path.abspath(root)
+        os.makedirs(self.root, exist_ok=True)
+        self.redis_port = redis_port or free_port()
+        self.clickhouse_port = clickhouse_port or free_port()
+        self.clickhouse_http_port = clickhouse_http_port or free_port()
+        self.luigid_port = luigid_port or free_port()
+        self.luigi_config = luigi_config
+        bin_dir = os.path.dirname(sys.executable)
+        self.servers = [
+            Server("redis", self.root, self.redis_port,
+                   ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir", self.root,
+                    "--save", "", "--appendonly", "no"],
+                   lambda: _port_open(self.redis_port)),
+            Server("clickhouse", self.root, self.clickhouse_port,
+                   ["clickhouse-server", f"--config-file={self._clickhouse_config()}"],
+                   self._clickhouse_ready),
+            Server("luigid", self.root, self.luigid_port,
+                   [os.path.join(bin_dir, "luigid"), "--address", "127.0.0.1", "--port", str(self.luigid_port),
+                    "--logdir", self.root, "--state-path", os.path.join(self.root, "luigid-state.pickle")],
+                   lambda: urllib.request.urlopen(f"{self.scheduler_url}api/task_list?data=%7B%7D", timeout=1).status == 200,
+                   # luigid reads its retry policy from the project's luigi.cfg
+                   env=dict(os.environ, **({"LUIGI_CONFIG_PATH": luigi_config} if luigi_config else {}))),
+        ]
+
+    @property
+    def scheduler_url(self):
+        return f"http://127.0.0.1:{self.luigid_port}/"
+
+    @property
+    def visualiser_url(self):
+        return f"{self.scheduler_url}static/visualiser/index.html"
+
+    def _clickhouse_config(self):
+        path = os.path.join(self.root, "clickhouse.xml")
+        with open(path, "w") as stream:
+            stream.write(CLICKHOUSE_CONFIG.format(root=self.root, tcp_port=self.clickhouse_port,
+                                                  http_port=self.clickhouse_http_port))
+        return path
+
+    def _clickhouse_ready(self):
+        url = f"http://127.0.0.1:{self.clickhouse_http_port}/?query=SELECT%201"
+        return urllib.request.urlopen(url, timeout=1).read().strip() == b"1"
+
+    def env(self):
+        """The environment that points the pipeline at these servers."""
+        env = {
+            "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "CLICKHOUSE_HOST": "127.0.0.1",
+            "CLICKHOUSE_PORT": str(self.clickhouse_port),
+            "LUIGI_SCHEDULER_URL": self.scheduler_url,
+        }
+        if self.luigi_config:
+            env["LUIGI_CONFIG_PATH"] = self.luigi_config
+        return env
+
+    def start(self, detach=False, reuse=False):
+        """Starts each server, or with `reuse` keeps one already running here."""
+        try:
+            for server in self.servers:
+                if not (reuse and server.running_pid()):
+                    server.start(detach=detach)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        for server in reversed(self.servers):
+            server.stop()

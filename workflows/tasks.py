@@ -1,0 +1,261 @@
+"""The daily pipeline, one task per step:
+
+    RunDaily(date) -> Cleanup -> LoadTable x4 -> VerifyChecksums -> ValidateMeta -> DownloadSOT
+
+Each task writes a marker target last. Bad input raises SnapshotError, whose
+one-line message names network, date, file and reason; the download
+directory is then removed so that the retry downloads afresh."""
+import datetime as dt
+import logging
+import os
+import shutil
+import uuid
+
+import luigi
+
+from targets import ClickHouseMarkerTarget, RedisMarkerTarget
+from targets.clickhouse_marker import loaded_tables
+from targets.redis_marker import marker_key
+
+from . import clickhouse, loader
+from .config import ConfigError, Settings, check_network
+from .errors import SnapshotError
+from .meta import META_FILENAME, TABLES, MetaError, file_digest, parse_meta
+from .resources import clickhouse_client, redis_client
+from .schema import TABLES as TABLE_SCHEMAS
+from .sot import SnapshotMissing, open_source
+
+logger = logging.getLogger("workflows")
+
+DOWNLOAD_STAMP = ".download"  # written last into a download; holds its id
+
+
+def load_settings():
+    """Settings, or the run stops here with one line naming the variable."""
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
+
+
+def yesterday():
+    return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+
+
+def download_dir(settings, network, date, window_days):
+    return os.path.join(settings.download_dir, network, date.isoformat(), str(int(window_days)))
+
+
+class IngestionTask(luigi.Task):
+    """Shared parameters, clients and failure handling of every step."""
+
+    network = luigi.Parameter()
+    date = luigi.DateParameter()
+    window_days = luigi.IntParameter()
+
+    _schemas_ready = set()  # (pid, database) whose tables exist
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.settings = load_settings()
+        try:
+            check_network(self.network)
+        except ConfigError as exc:
+            raise SystemExit(f"configuration error: {exc}") from None
+
+    @property
+    def retry_count(self):
+        return self.settings.retry_attempts
+
+    @property
+    def download_dir(self):
+        return download_dir(self.settings, self.network, self.date, self.window_days)
+
+    @property
+    def database(self):
+        return self.settings.database_for(self.network)
+
+    @property
+    def redis(self):
+        return redis_client(self.settings)
+
+    @property
+    def clickhouse(self):
+        ch = clickhouse_client(self.settings)
+        key = (os.getpid(), self.settings.clickhouse_host, self.settings.clickhouse_port, self.database)
+        if key not in self._schemas_ready:
+            clickhouse.ensure_schema(ch, self.database)
+            self._schemas_ready.add(key)
+        return ch
+
+    def download_id(self):
+        """Id of the download on disk, or None when there is none."""
+        try:
+            with open(os.path.join(self.download_dir, DOWNLOAD_STAMP)) as stamp:
+                return stamp.read().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def meta(self):
+        """{table: FileEntry} from the downloaded META.json."""
+        try:
+            with open(os.path.join(self.download_dir, META_FILENAME), "rb") as stream:
+                return parse_meta(stream.read())
+        except FileNotFoundError:
+            raise self.bad_input(META_FILENAME, "missing") from None
+        except (OSError, MetaError) as exc:
+            raise self.bad_input(META_FILENAME, exc) from None
+
+    def redis_marker(self, step, token):
+        return RedisMarkerTarget(self.redis, marker_key(self.network, self.date, self.window_days, step), token)
+
+    def bad_input(self, filename, reason):
+        return SnapshotError(self.network, self.date.isoformat(), filename, reason)
+
+    def report(self, message, percent=None):
+        """Progress shown in luigid's visualiser while the task runs."""
+        if hasattr(self, "set_status_message"):
+            self.set_status_message(message)
+            if percent is not None:
+                self.set_progress_percentage(int(percent))
+
+    def on_failure(self, exception):
+        if isinstance(exception, SnapshotError):
+            shutil.rmtree(self.download_dir, ignore_errors=True)
+            self.report(str(exception))
+            logger.error("bad input: %s", exception)
+            return str(exception)
+        return super().on_failure(exception)
+
+
+class DownloadSOT(IngestionTask):
+    """Copies the snapshot into {SOT_DOWNLOAD_DIR}/{network}/{date}/{window_days}/."""
+
+    def output(self):
+        return luigi.LocalTarget(os.path.join(self.download_dir, DOWNLOAD_STAMP))
+
+    def run(self):
+        source = open_source(self.settings.sot_url)
+        parent = os.path.dirname(self.download_dir)
+        os.makedirs(parent, exist_ok=True)
+        # a download killed half-way leaves only a partial directory behind
+        for name in os.listdir(parent):
+            if name.startswith(f"{self.window_days}.partial-"):
+                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        partial = f"{self.download_dir}.partial-{uuid.uuid4().hex}"
+        os.makedirs(partial)
+        try:
+            source.fetch(self.network, self.date, self.window_days, partial)
+            with open(os.path.join(partial, DOWNLOAD_STAMP), "w") as stamp:
+                stamp.write(uuid.uuid4().hex)
+            shutil.rmtree(self.download_dir, ignore_errors=True)
+            os.rename(partial, self.download_dir)
+        except SnapshotMissing as exc:
+            raise self.bad_input(META_FILENAME, exc) from None
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+class ValidateMeta(IngestionTask):
+    """META.json is there, parses, and lists the four tables with
+    well-formed checksums and plain file names."""
+
+    def requires(self):
+        return DownloadSOT(self.network, self.date, self.window_days)
+
+    def output(self):
+        # vouches for the download it checked, and only while that is on disk
+        return self.redis_marker("validate", self.download_id())
+
+    def run(self):
+        self.meta()
+        self.output().touch()
+
+
+class VerifyChecksums(IngestionTask):
+    """Every listed file is present and matches its checksum."""
+
+    def requires(self):
+        return ValidateMeta(self.network, self.date, self.window_days)
+
+    def output(self):
+        return self.redis_marker("checksums", self.download_id())
+
+    def run(self):
+        entries = list(self.meta().values())
+        paths = [os.path.join(self.download_dir, e.filename) for e in entries]
+        for entry, path in zip(entries, paths):
+            if not os.path.isfile(path):
+                raise self.bad_input(entry.filename, "listed in META.json but missing")
+        total = sum(os.path.getsize(p) for p in paths) or 1
+        hashed = 0
+        for entry, path in zip(entries, paths):
+            def progress(done, before=hashed):
+                self.report(f"{entry.filename}: {(before + done) / 1e6:,.0f} / {total / 1e6:,.0f} MB hashed",
+                            100 * (before + done) / total)
+            actual = file_digest(path, entry.algorithm, progress)
+            if actual != entry.digest:
+                raise self.bad_input(entry.filename,
+                                     f"{entry.algorithm} checksum mismatch: META.json has {entry.digest}, file has {actual}")
+            hashed += os.path.getsize(path)
+        self.output().touch()
+
+
+class LoadTable(IngestionTask):
+    """Replaces the table's (processing_date, window_days) slice with the file's rows."""
+
+    table = luigi.ChoiceParameter(choices=TABLES)
+
+    def requires(self):
+        return VerifyChecksums(self.network, self.date, self.window_days)
+
+    def output(self):
+        return ClickHouseMarkerTarget(self.clickhouse, self.database, self.network, self.date, self.window_days,
+                                      self.table)
+
+    def run(self):
+        entry = self.meta()[self.table]
+        path = os.path.join(self.download_dir, entry.filename)
+
+        def progress(done, total):
+            self.report(f"{self.table}: {done:,} / {total:,} rows", 100 * done / max(total, 1))
+
+        try:
+            rows = loader.load_parquet(self.clickhouse, self.database, TABLE_SCHEMAS[self.table], path, self.date,
+                                       self.window_days, self.network, progress)
+        except loader.FileMismatch as exc:
+            raise self.bad_input(entry.filename, exc) from None
+        self.output().touch(rows)
+
+
+class Cleanup(IngestionTask):
+    """Removes the download once all four tables are loaded."""
+
+    def requires(self):
+        return [LoadTable(self.network, self.date, self.window_days, table) for table in TABLES]
+
+    def output(self):
+        return self.redis_marker("cleanup", "done")
+
+    def complete(self):
+        # a reset table marker makes the day incomplete again: reload, clean up again
+        return self.output().exists() and set(TABLES) <= set(
+            loaded_tables(self.clickhouse, self.database, self.network, self.date, self.window_days))
+
+    def run(self):
+        shutil.rmtree(self.download_dir, ignore_errors=True)
+        self.output().touch()
+
+
+class RunDaily(luigi.WrapperTask):
+    """All networks' pipelines for one date."""
+
+    date = luigi.DateParameter(default=yesterday())
+    networks = luigi.Parameter(default="", description="comma-separated; default INGESTION_NETWORKS")
+    window_days = luigi.OptionalIntParameter(default=None, description="default INGESTION_WINDOW_DAYS")
+
+    def requires(self):
+        settings = load_settings()
+        networks = [n.strip() for n in self.networks.split(",") if n.strip()] or settings.networks
+        window_days = self.window_days or settings.window_days
+        return [Cleanup(network, self.date, window_days) for network in networks]
