@@ -1,5 +1,6 @@
-"""One Parquet file into its ClickHouse table: read in batches, check every
-column against the table, stream into a staging table, swap the day's slice."""
+"""Parquet files against their ClickHouse tables: check that a file fits,
+and load it by streaming it into a staging table and swapping the day's
+slice. Both read in batches, so memory does not grow with the file."""
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -11,7 +12,7 @@ BATCH_ROWS = 65536
 
 
 class FileMismatch(ValueError):
-    """The file does not fit its table; the message is the reason."""
+    """The file is corrupt or does not fit its table; the message is the reason."""
 
 
 def plan_columns(table, file_schema):
@@ -25,34 +26,55 @@ def plan_columns(table, file_schema):
     return [c for c in table.columns if c.name in present]
 
 
-def expected_values(table, date, window_days, network):
-    """Columns whose every value must equal the snapshot's."""
-    expected = {"processing_date": date, "window_days": window_days}
-    if "network" in table.column_names:
-        expected["network"] = network
-    return expected
+class CheckedParquet:
+    """A Parquet file read batch by batch, every column conformed to its
+    table column and the snapshot's own columns (processing_date,
+    window_days, network) checked against the snapshot."""
 
+    def __init__(self, path, table, date, window_days, network):
+        try:
+            self.parquet = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise FileMismatch(f"not a readable Parquet file ({_one_line(exc)})") from None
+        self.columns = plan_columns(table, self.parquet.schema_arrow)
+        self.num_rows = self.parquet.metadata.num_rows
+        self.expected = {"processing_date": date, "window_days": window_days}
+        if "network" in table.column_names:
+            self.expected["network"] = network
 
-def encode_batch(batch, columns, expected):
-    """A record batch as Native column data, each column checked."""
-    encoded = []
-    for column in columns:
+    def batches(self):
+        """Yields (rows, [(Column, conformed array)]) per batch."""
+        try:
+            for batch in self.parquet.iter_batches(batch_size=BATCH_ROWS, columns=[c.name for c in self.columns]):
+                yield batch.num_rows, [(column, self._conform(batch, column)) for column in self.columns]
+        except (pa.ArrowException, OSError) as exc:
+            raise FileMismatch(f"corrupt Parquet data ({_one_line(exc)})") from None
+
+    def _conform(self, batch, column):
         try:
             array = conform(batch.column(column.name), column.type)
-            if column.name in expected:
-                _check_all_equal(array, expected[column.name])
-            encoded.append((column.name, column.type, encode(array, column.type)))
+            if column.name in self.expected:
+                _check_all_equal(array, self.expected[column.name])
+            return array
         except ColumnMismatch as exc:
             raise FileMismatch(f"column {column.name}: {exc}") from None
-    return encoded
 
 
 def _check_all_equal(array, value):
-    scalar = pa.scalar(value, type=array.type)
-    differs = pc.invert(pc.equal(array, scalar))
+    differs = pc.invert(pc.equal(array, pa.scalar(value, type=array.type)))
     if len(array) and pc.any(differs).as_py():
-        other = array.filter(differs)[0].as_py()
-        raise ColumnMismatch(f"rows of {other} in a snapshot of {value}")
+        raise ColumnMismatch(f"rows of {array.filter(differs)[0].as_py()} in a snapshot of {value}")
+
+
+def check_parquet(path, table, date, window_days, network, on_progress=None):
+    """Reads the whole file as load_parquet would, writing nothing; returns its rows."""
+    source = CheckedParquet(path, table, date, window_days, network)
+    rows = 0
+    for n, _ in source.batches():
+        rows += n
+        if on_progress:
+            on_progress(rows, source.num_rows)
+    return rows
 
 
 def staging_name(table_name, date, window_days):
@@ -61,36 +83,22 @@ def staging_name(table_name, date, window_days):
 
 def load_parquet(ch, database, table, path, date, window_days, network, on_progress=None):
     """Replaces the table's (date, window_days) slice with the file's rows and
-    returns how many there were. Raises FileMismatch for a file that is
-    corrupt or does not fit; the table is then untouched."""
-    try:
-        parquet = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise FileMismatch(f"not a readable Parquet file ({_one_line(exc)})") from None
-    columns = plan_columns(table, parquet.schema_arrow)
-    total = parquet.metadata.num_rows
-    expected = expected_values(table, date, window_days, network)
+    returns how many there were. On any error the table is untouched."""
+    source = CheckedParquet(path, table, date, window_days, network)
     staging = staging_name(table.name, date, window_days)
     clickhouse.recreate_staging(ch, database, table.name, staging)
     try:
         rows = 0
-        with clickhouse.native_insert(ch, database, staging, [c.name for c in columns]) as send:
-            for batch in _batches(parquet, [c.name for c in columns]):
-                send(batch.num_rows, encode_batch(batch, columns, expected))
-                rows += batch.num_rows
+        with clickhouse.native_insert(ch, database, staging, [c.name for c in source.columns]) as send:
+            for n, arrays in source.batches():
+                send(n, [(column.name, column.type, encode(array, column.type)) for column, array in arrays])
+                rows += n
                 if on_progress:
-                    on_progress(rows, total)
+                    on_progress(rows, source.num_rows)
         clickhouse.replace_partition(ch, database, table.name, staging, date, window_days)
     finally:
         clickhouse.drop_table(ch, database, staging)
     return rows
-
-
-def _batches(parquet, names):
-    try:
-        yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=names, use_threads=True)
-    except (pa.ArrowException, OSError) as exc:
-        raise FileMismatch(f"corrupt Parquet data ({_one_line(exc)})") from None
 
 
 def _one_line(exc):

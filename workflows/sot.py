@@ -34,7 +34,7 @@ class LocalSnapshotSource(SnapshotSource):
     def fetch(self, network, date, window_days, destination):
         folder = os.path.join(self.root, self.snapshot_path(network, date, window_days))
         if not os.path.isfile(os.path.join(folder, META_FILENAME)):
-            raise SnapshotMissing(f"{META_FILENAME} missing at {folder}: the snapshot is not published or not complete")
+            raise SnapshotMissing(f"missing at {folder}: the snapshot is not published or not complete")
         for entry in os.scandir(folder):
             if entry.is_file():
                 shutil.copyfile(entry.path, os.path.join(destination, entry.name))

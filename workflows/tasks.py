@@ -114,10 +114,26 @@ class IngestionTask(luigi.Task):
 
     def report(self, message, percent=None):
         """Progress shown in luigid's visualiser while the task runs."""
-        if hasattr(self, "set_status_message"):
-            self.set_status_message(message)
-            if percent is not None:
-                self.set_progress_percentage(int(percent))
+        # luigi attaches these callbacks only while the task runs in a worker
+        set_message, set_percentage = (getattr(self, "set_status_message", None),
+                                       getattr(self, "set_progress_percentage", None))
+        if set_message:
+            set_message(message)
+        if set_percentage and percent is not None:
+            set_percentage(int(percent))
+
+    def run(self):
+        # A bad-input failure elsewhere removes the download that the inputs
+        # vouched for; fetch and check it again (dynamic dependencies) rather
+        # than fail the retry on a missing dependency. luigi.cfg turns off the
+        # worker's own check: check_unfulfilled_deps = false.
+        stale = [task for task in luigi.task.flatten(self.requires()) if not task.complete()]
+        if stale:
+            yield stale
+        self.execute()
+
+    def execute(self):
+        raise NotImplementedError
 
     def on_failure(self, exception):
         if isinstance(exception, SnapshotError):
@@ -134,7 +150,7 @@ class DownloadSOT(IngestionTask):
     def output(self):
         return luigi.LocalTarget(os.path.join(self.download_dir, DOWNLOAD_STAMP))
 
-    def run(self):
+    def execute(self):
         source = open_source(self.settings.sot_url)
         parent = os.path.dirname(self.download_dir)
         os.makedirs(parent, exist_ok=True)
@@ -167,13 +183,14 @@ class ValidateMeta(IngestionTask):
         # vouches for the download it checked, and only while that is on disk
         return self.redis_marker("validate", self.download_id())
 
-    def run(self):
+    def execute(self):
         self.meta()
         self.output().touch()
 
 
 class VerifyChecksums(IngestionTask):
-    """Every listed file is present and matches its checksum."""
+    """Every listed file is present, matches its checksum, and fits its
+    table, so that a bad snapshot is refused before any table is loaded."""
 
     def requires(self):
         return ValidateMeta(self.network, self.date, self.window_days)
@@ -181,23 +198,31 @@ class VerifyChecksums(IngestionTask):
     def output(self):
         return self.redis_marker("checksums", self.download_id())
 
-    def run(self):
+    def execute(self):
         entries = list(self.meta().values())
-        paths = [os.path.join(self.download_dir, e.filename) for e in entries]
-        for entry, path in zip(entries, paths):
-            if not os.path.isfile(path):
+        paths = {e.table: os.path.join(self.download_dir, e.filename) for e in entries}
+        for entry in entries:
+            if not os.path.isfile(paths[entry.table]):
                 raise self.bad_input(entry.filename, "listed in META.json but missing")
-        total = sum(os.path.getsize(p) for p in paths) or 1
+        total = sum(os.path.getsize(p) for p in paths.values()) or 1
         hashed = 0
-        for entry, path in zip(entries, paths):
+        for entry in entries:
             def progress(done, before=hashed):
                 self.report(f"{entry.filename}: {(before + done) / 1e6:,.0f} / {total / 1e6:,.0f} MB hashed",
                             100 * (before + done) / total)
-            actual = file_digest(path, entry.algorithm, progress)
+            actual = file_digest(paths[entry.table], entry.algorithm, progress)
             if actual != entry.digest:
                 raise self.bad_input(entry.filename,
                                      f"{entry.algorithm} checksum mismatch: META.json has {entry.digest}, file has {actual}")
-            hashed += os.path.getsize(path)
+            hashed += os.path.getsize(paths[entry.table])
+        for entry in entries:
+            def progress(done, rows):
+                self.report(f"{entry.filename}: {done:,} / {rows:,} rows checked", 100 * done / max(rows, 1))
+            try:
+                loader.check_parquet(paths[entry.table], TABLE_SCHEMAS[entry.table], self.date, self.window_days,
+                                     self.network, progress)
+            except loader.FileMismatch as exc:
+                raise self.bad_input(entry.filename, exc) from None
         self.output().touch()
 
 
@@ -213,7 +238,7 @@ class LoadTable(IngestionTask):
         return ClickHouseMarkerTarget(self.clickhouse, self.database, self.network, self.date, self.window_days,
                                       self.table)
 
-    def run(self):
+    def execute(self):
         entry = self.meta()[self.table]
         path = os.path.join(self.download_dir, entry.filename)
 
@@ -242,7 +267,7 @@ class Cleanup(IngestionTask):
         return self.output().exists() and set(TABLES) <= set(
             loaded_tables(self.clickhouse, self.database, self.network, self.date, self.window_days))
 
-    def run(self):
+    def execute(self):
         shutil.rmtree(self.download_dir, ignore_errors=True)
         self.output().touch()
 

@@ -1,0 +1,129 @@
+"""Real Redis, ClickHouse and luigid, started once per test session on free
+loopback ports in a temporary directory, and a clean slate for every test."""
+import datetime as dt
+import os
+import subprocess
+import sys
+
+import luigi
+import pytest
+from clickhouse_driver import Client
+from redis import Redis
+
+from workflows import tasks
+from workflows.local_servers import LocalServers
+from workflows.meta import TABLES
+from workflows.sample import make_snapshot, write_snapshot
+from workflows.schema import TABLES as SCHEMAS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATE = dt.date(2024, 10, 30)
+WINDOW = 195
+FEATURE_ROWS = 500
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory):
+    local = LocalServers(tmp_path_factory.mktemp("servers"), luigi_config=os.path.join(REPO, "luigi.cfg")).start()
+    yield local
+    local.stop()
+
+
+class Pipeline:
+    """The pipeline pointed at the test servers, with helpers to publish
+    snapshots, run it and read what it loaded."""
+
+    def __init__(self, servers, root):
+        self.servers = servers
+        self.sot = os.path.join(root, "sot")
+        self.downloads = os.path.join(root, "downloads")
+        self.ch = Client("127.0.0.1", port=servers.clickhouse_port)
+        self.redis = Redis.from_url(servers.env()["REDIS_URL"])
+        self.env = dict(servers.env(), SOT_URL=self.sot, SOT_DOWNLOAD_DIR=self.downloads,
+                        INGESTION_NETWORKS="ethereum,bitcoin", INGESTION_WINDOW_DAYS=str(WINDOW),
+                        INGESTION_RETRY_ATTEMPTS="1", INGESTION_RETRY_DELAY="1")
+        self.ran, self.failures = [], []
+
+    def publish(self, network="ethereum", date=DATE, tables=None, **options):
+        """Writes a snapshot to the SOT store; returns its tables."""
+        tables = tables or make_snapshot(network, date, WINDOW, FEATURE_ROWS)
+        write_snapshot(self.sot, network, date, WINDOW, tables, **options)
+        return tables
+
+    def snapshot_dir(self, network="ethereum", date=DATE):
+        return os.path.join(self.sot, network, date.isoformat(), str(WINDOW))
+
+    def download_dir(self, network="ethereum", date=DATE):
+        return os.path.join(self.downloads, network, date.isoformat(), str(WINDOW))
+
+    def run(self, date=DATE, networks="ethereum"):
+        """RunDaily in this process with a local scheduler; True when all succeeded."""
+        luigi.task_register.Register.clear_instance_cache()
+        return luigi.build([tasks.RunDaily(date=date, networks=networks)], local_scheduler=True,
+                           log_level="WARNING")
+
+    def run_cli(self, *args, **env):
+        """The `luigi` command as an operator types it."""
+        command = [os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows", *args]
+        return subprocess.run(command, cwd=REPO, env=dict(os.environ, **self.env, **env), capture_output=True,
+                              text=True, timeout=300)
+
+    def ran_tasks(self, kind):
+        return [t for t in self.ran if type(t).__name__ == kind]
+
+    def database(self, network="ethereum"):
+        return f"risk_assessment_{network}"
+
+    def count(self, table, network="ethereum", date=DATE):
+        return self.ch.execute(
+            f"SELECT count() FROM {self.database(network)}.{table} WHERE processing_date = %(d)s AND window_days = %(w)s",
+            {"d": date, "w": WINDOW})[0][0]
+
+    def counts(self, network="ethereum", date=DATE):
+        return {table: self.count(table, network, date) for table in TABLES}
+
+    def rows(self, table, network="ethereum", date=DATE, columns=None):
+        schema = SCHEMAS[table]
+        columns = columns or schema.column_names
+        return self.ch.execute(
+            f"SELECT {', '.join(columns)} FROM {self.database(network)}.{table}"
+            f" WHERE processing_date = %(d)s AND window_days = %(w)s ORDER BY {', '.join(schema.order_by)}",
+            {"d": date, "w": WINDOW})
+
+    def markers(self, network="ethereum"):
+        return self.ch.execute(
+            f"SELECT table_name, processing_date, loaded, rows, version FROM {self.database(network)}.ingestion_markers"
+            " ORDER BY version")
+
+
+def expected_rows(arrow_table, table, columns=None):
+    """The generated rows as ClickHouse returns them, in table order."""
+    schema = SCHEMAS[table]
+    columns = columns or schema.column_names
+    ordered = arrow_table.sort_by([(key, "ascending") for key in schema.order_by]).select(columns)
+    return [tuple(row[c] for c in columns) for row in ordered.to_pylist()]
+
+
+@pytest.fixture
+def pipeline(servers, tmp_path, monkeypatch):
+    p = Pipeline(servers, str(tmp_path))
+    for name, value in p.env.items():
+        monkeypatch.setenv(name, value)
+    p.redis.flushdb()
+    for (database,) in p.ch.execute("SHOW DATABASES"):
+        if database.startswith("risk_assessment_"):
+            p.ch.execute(f"DROP DATABASE {database}")
+    tasks.IngestionTask._schemas_ready.clear()
+    luigi.task_register.Register.clear_instance_cache()  # tasks hold the settings they were made with
+
+    @luigi.Task.event_handler(luigi.Event.SUCCESS)
+    def record_success(task):
+        p.ran.append(task)
+
+    @luigi.Task.event_handler(luigi.Event.FAILURE)
+    def record_failure(task, exception):
+        p.failures.append((task, str(exception)))
+
+    yield p
+    luigi.Task.remove_event_handler(luigi.Event.SUCCESS, record_success)
+    luigi.Task.remove_event_handler(luigi.Event.FAILURE, record_failure)

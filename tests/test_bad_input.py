@@ -1,0 +1,159 @@
+"""Every case of bad input in contract section 4: a one-line error naming
+network, date, file and reason; the download directory removed; nothing of
+that day in ClickHouse; other dates untouched."""
+import datetime as dt
+import json
+import os
+
+import pyarrow as pa
+import pytest
+from conftest import DATE, FEATURE_ROWS, WINDOW
+
+from workflows.meta import TABLES, file_digest
+from workflows.sample import default_sizes, make_snapshot
+
+OTHER_DATE = DATE - dt.timedelta(days=1)
+
+
+def rewrite_meta(pipeline, edit=None):
+    """META.json with the current files' checksums, then `edit(meta)`."""
+    folder = pipeline.snapshot_dir()
+    meta = {"files": [{"filename": f"{t}.parquet",
+                       "checksum": "sha256:" + file_digest(os.path.join(folder, f"{t}.parquet"), "sha256")}
+                      for t in TABLES]}
+    if edit:
+        edit(meta)
+    with open(os.path.join(folder, "META.json"), "w") as stream:
+        json.dump(meta, stream)
+
+
+def replace_column(tables, table, name, array):
+    t = tables[table]
+    tables[table] = t.set_column(t.schema.get_field_index(name), name, array)
+    return tables
+
+
+def snapshot():
+    return make_snapshot("ethereum", DATE, WINDOW, FEATURE_ROWS)
+
+
+def meta_missing(p):
+    p.publish()
+    os.remove(os.path.join(p.snapshot_dir(), "META.json"))
+    return "META.json", "missing"
+
+
+def meta_not_json(p):
+    p.publish()
+    with open(os.path.join(p.snapshot_dir(), "META.json"), "w") as stream:
+        stream.write('{"files": [')
+    return "META.json", "not valid JSON"
+
+
+def meta_without_a_table(p):
+    p.publish()
+    rewrite_meta(p, lambda meta: meta["files"].pop(2))
+    return "META.json", "does not list raw_clusters.parquet"
+
+
+def meta_bad_checksum_form(p):
+    p.publish()
+    rewrite_meta(p, lambda meta: meta["files"][0].update(checksum="sha256:xyz"))
+    return "META.json", "is not 64 hex digits"
+
+
+def meta_path_as_file_name(p):
+    p.publish()
+    rewrite_meta(p, lambda meta: meta["files"][0].update(filename="../raw_alerts.parquet"))
+    return "META.json", "is not a plain file name"
+
+
+def listed_file_missing(p):
+    p.publish()
+    os.remove(os.path.join(p.snapshot_dir(), "raw_clusters.parquet"))
+    return "raw_clusters.parquet", "listed in META.json but missing"
+
+
+def checksum_mismatch(p):
+    p.publish()
+    with open(os.path.join(p.snapshot_dir(), "raw_address_labels.parquet"), "ab") as stream:
+        stream.write(b"\0")
+    return "raw_address_labels.parquet", "sha256 checksum mismatch"
+
+
+def corrupt_parquet(p):
+    p.publish()
+    with open(os.path.join(p.snapshot_dir(), "raw_clusters.parquet"), "wb") as stream:
+        stream.write(b"PAR1" + os.urandom(4096))
+    rewrite_meta(p)
+    return "raw_clusters.parquet", "not a readable Parquet file"
+
+
+def missing_column_without_default(p):
+    tables = snapshot()
+    tables["raw_alerts"] = tables["raw_alerts"].drop_columns(["alert_id"])
+    p.publish(tables=tables)
+    return "raw_alerts.parquet", "missing column(s) without a default: alert_id"
+
+
+def value_out_of_range(p):
+    values = list(range(FEATURE_ROWS))
+    values[-1] = 2**40
+    p.publish(tables=replace_column(snapshot(), "raw_features", "degree_in", pa.array(values, pa.int64())))
+    return "raw_features.parquet", "column degree_in: value out of range for UInt32"
+
+
+def null_in_non_nullable_column(p):
+    n = default_sizes(FEATURE_ROWS)["raw_alerts"]
+    p.publish(tables=replace_column(snapshot(), "raw_alerts", "description",
+                                    pa.array(["x"] * (n - 1) + [None], pa.string())))
+    return "raw_alerts.parquet", "column description: 1 null value(s)"
+
+
+def rows_of_another_date(p):
+    n = default_sizes(FEATURE_ROWS)["raw_address_labels"]
+    p.publish(tables=replace_column(snapshot(), "raw_address_labels", "processing_date",
+                                    pa.array([DATE] * (n - 1) + [OTHER_DATE], pa.date32())))
+    return "raw_address_labels.parquet", f"rows of {OTHER_DATE} in a snapshot of {DATE}"
+
+
+def rows_of_another_network(p):
+    n = default_sizes(FEATURE_ROWS)["raw_address_labels"]
+    p.publish(tables=replace_column(snapshot(), "raw_address_labels", "network",
+                                    pa.array(["ethereum"] * (n - 1) + ["bitcoin"])))
+    return "raw_address_labels.parquet", "rows of bitcoin in a snapshot of ethereum"
+
+
+CASES = [meta_missing, meta_not_json, meta_without_a_table, meta_bad_checksum_form, meta_path_as_file_name,
+         listed_file_missing, checksum_mismatch, corrupt_parquet, missing_column_without_default,
+         value_out_of_range, null_in_non_nullable_column, rows_of_another_date, rows_of_another_network]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
+def test_bad_input(pipeline, case):
+    pipeline.publish(date=OTHER_DATE)
+    assert pipeline.run(date=OTHER_DATE)
+    other_before = pipeline.counts(date=OTHER_DATE)
+    filename, reason = case(pipeline)
+
+    assert not pipeline.run()
+
+    messages = [message for _, message in pipeline.failures]
+    assert len(messages) == 1, messages
+    assert messages[0].startswith(f"ethereum {DATE} {filename}: ") and reason in messages[0], messages[0]
+    assert "\n" not in messages[0]
+    assert not os.path.exists(pipeline.download_dir())
+    # the snapshot as a whole was refused before any table was loaded
+    assert pipeline.counts() == {t: 0 for t in TABLES}
+    assert {t for t, d, *_ in pipeline.markers() if d == DATE} == set()
+    assert pipeline.counts(date=OTHER_DATE) == other_before
+
+
+def test_retry_after_bad_input_downloads_afresh_and_loads(pipeline):
+    checksum_mismatch(pipeline)
+    assert not pipeline.run()
+    tables = pipeline.publish()  # the SOT fixed the snapshot
+
+    assert pipeline.run()
+
+    assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
