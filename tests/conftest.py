@@ -11,7 +11,7 @@ from clickhouse_driver import Client
 from redis import Redis
 
 from workflows import tasks
-from workflows.local_servers import LocalServers
+from workflows.local_servers import LocalServers, free_port, luigid_server
 from workflows.meta import TABLES
 from workflows.sample import make_snapshot, write_snapshot
 from workflows.schema import TABLES as SCHEMAS
@@ -65,7 +65,7 @@ class Pipeline:
     def run_cli(self, *args, **env):
         """The `luigi` command as an operator types it."""
         command = [os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows", *args]
-        return subprocess.run(command, cwd=REPO, env=dict(os.environ, **self.env, **env), capture_output=True,
+        return subprocess.run(command, cwd=REPO, env={**os.environ, **self.env, **env}, capture_output=True,
                               text=True, timeout=300)
 
     def ran_tasks(self, kind):
@@ -127,3 +127,15 @@ def pipeline(servers, tmp_path, monkeypatch):
     yield p
     luigi.Task.remove_event_handler(luigi.Event.SUCCESS, record_success)
     luigi.Task.remove_event_handler(luigi.Event.FAILURE, record_failure)
+
+
+@pytest.fixture
+def luigid(pipeline, tmp_path):
+    """A luigid of this test's own, so no state of another test's runs (a
+    task given up on stays so for an hour) reaches it."""
+    port = free_port()
+    server = luigid_server(str(tmp_path), port, os.path.join(REPO, "luigi.cfg"))
+    server.start()
+    pipeline.env["LUIGI_SCHEDULER_URL"] = f"http://127.0.0.1:{port}/"
+    yield pipeline.env["LUIGI_SCHEDULER_URL"]
+    server.stop()

@@ -95,6 +95,35 @@ class Server:
                 self.process.wait()
 
 
+def redis_server(root, port):
+    return Server("redis", root, port,
+                  ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", root, "--save", "",
+                   "--appendonly", "no"],
+                  lambda: _port_open(port))
+
+
+def clickhouse_server(root, port, http_port):
+    config = os.path.join(root, "clickhouse.xml")
+    with open(config, "w") as stream:
+        stream.write(CLICKHOUSE_CONFIG.format(root=root, tcp_port=port, http_port=http_port))
+
+    def ready():
+        url = f"http://127.0.0.1:{http_port}/?query=SELECT%201"
+        return urllib.request.urlopen(url, timeout=1).read().strip() == b"1"
+
+    return Server("clickhouse", root, port, ["clickhouse-server", f"--config-file={config}"], ready)
+
+
+def luigid_server(root, port, luigi_config=None):
+    """luigid reads its retry policy from the project's luigi.cfg."""
+    url = f"http://127.0.0.1:{port}/api/task_list?data=%7B%7D"
+    env = dict(os.environ, **({"LUIGI_CONFIG_PATH": luigi_config} if luigi_config else {}))
+    return Server("luigid", root, port,
+                  [os.path.join(os.path.dirname(sys.executable), "luigid"), "--address", "127.0.0.1",
+                   "--port", str(port), "--logdir", root, "--state-path", os.path.join(root, "luigid-state.pickle")],
+                  lambda: urllib.request.urlopen(url, timeout=1).status == 200, env=env)
+
+
 class LocalServers:
     """Redis, ClickHouse (native and HTTP port) and luigid under `root`."""
 
@@ -107,21 +136,10 @@ class LocalServers:
         self.clickhouse_http_port = clickhouse_http_port or free_port()
         self.luigid_port = luigid_port or free_port()
         self.luigi_config = luigi_config
-        bin_dir = os.path.dirname(sys.executable)
         self.servers = [
-            Server("redis", self.root, self.redis_port,
-                   ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir", self.root,
-                    "--save", "", "--appendonly", "no"],
-                   lambda: _port_open(self.redis_port)),
-            Server("clickhouse", self.root, self.clickhouse_port,
-                   ["clickhouse-server", f"--config-file={self._clickhouse_config()}"],
-                   self._clickhouse_ready),
-            Server("luigid", self.root, self.luigid_port,
-                   [os.path.join(bin_dir, "luigid"), "--address", "127.0.0.1", "--port", str(self.luigid_port),
-                    "--logdir", self.root, "--state-path", os.path.join(self.root, "luigid-state.pickle")],
-                   lambda: urllib.request.urlopen(f"{self.scheduler_url}api/task_list?data=%7B%7D", timeout=1).status == 200,
-                   # luigid reads its retry policy from the project's luigi.cfg
-                   env=dict(os.environ, **({"LUIGI_CONFIG_PATH": luigi_config} if luigi_config else {}))),
+            redis_server(self.root, self.redis_port),
+            clickhouse_server(self.root, self.clickhouse_port, self.clickhouse_http_port),
+            luigid_server(self.root, self.luigid_port, luigi_config),
         ]
 
     @property
@@ -132,28 +150,14 @@ class LocalServers:
     def visualiser_url(self):
         return f"{self.scheduler_url}static/visualiser/index.html"
 
-    def _clickhouse_config(self):
-        path = os.path.join(self.root, "clickhouse.xml")
-        with open(path, "w") as stream:
-            stream.write(CLICKHOUSE_CONFIG.format(root=self.root, tcp_port=self.clickhouse_port,
-                                                  http_port=self.clickhouse_http_port))
-        return path
-
-    def _clickhouse_ready(self):
-        url = f"http://127.0.0.1:{self.clickhouse_http_port}/?query=SELECT%201"
-        return urllib.request.urlopen(url, timeout=1).read().strip() == b"1"
-
     def env(self):
         """The environment that points the pipeline at these servers."""
-        env = {
+        return {
             "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
             "CLICKHOUSE_HOST": "127.0.0.1",
             "CLICKHOUSE_PORT": str(self.clickhouse_port),
             "LUIGI_SCHEDULER_URL": self.scheduler_url,
         }
-        if self.luigi_config:
-            env["LUIGI_CONFIG_PATH"] = self.luigi_config
-        return env
 
     def start(self, detach=False, reuse=False):
         """Starts each server, or with `reuse` keeps one already running here."""

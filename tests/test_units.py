@@ -1,0 +1,160 @@
+"""Pure functions, no servers: META.json, checksums, settings, Native encoding."""
+import datetime as dt
+import decimal
+import hashlib
+import json
+import struct
+
+import pyarrow as pa
+import pytest
+
+from workflows.config import ConfigError, Settings
+from workflows.meta import MetaError, file_digest, parse_meta
+from workflows.native import ColumnMismatch, conform, encode
+from workflows.schema import TABLES, create_table_sql
+
+SHA = "ab" * 32
+MD5 = "cd" * 16
+NAMES = ["raw_alerts", "raw_features", "raw_clusters", "raw_address_labels"]
+
+
+def current_meta(**overrides):
+    files = [{"filename": f"{t}.parquet", "checksum": f"sha256:{SHA}"} for t in NAMES]
+    return json.dumps({"files": files, "exported_at": "2024-10-31T00:10:00Z", **overrides})
+
+
+def test_meta_current_form():
+    entries = parse_meta(current_meta())
+    assert list(entries) == NAMES
+    assert entries["raw_features"].filename == "raw_features.parquet"
+    assert (entries["raw_alerts"].algorithm, entries["raw_alerts"].digest) == ("sha256", SHA)
+
+
+def test_meta_legacy_md5_form():
+    entries = parse_meta(json.dumps({"files": {f"{t}.parquet": {"md5": MD5.upper()} for t in NAMES}}))
+    assert {(e.algorithm, e.digest) for e in entries.values()} == {("md5", MD5)}
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("{", "not valid JSON"),
+    ("[]", 'no "files" key'),
+    (json.dumps({"files": 3}), "neither a list nor an object"),
+    (json.dumps({"files": [{"filename": "raw_alerts.parquet", "checksum": f"sha256:{SHA}"}]}),
+     "does not list raw_features.parquet, raw_clusters.parquet, raw_address_labels.parquet"),
+    (current_meta().replace(f"sha256:{SHA}", "sha256:" + SHA[:-2], 1), "is not 64 hex digits"),
+    (current_meta().replace(f"sha256:{SHA}", SHA, 1), "is not of the form sha256:<hex>"),
+    (current_meta().replace(f"sha256:{SHA}", f"sha1:{SHA}", 1), "unknown checksum algorithm 'sha1'"),
+    (current_meta().replace("raw_clusters.parquet", "../raw_clusters.parquet"), "is not a plain file name"),
+    (current_meta().replace("raw_clusters.parquet", "/tmp/raw_clusters.parquet"), "is not a plain file name"),
+    (json.dumps({"files": {f"{t}.parquet": {"sha1": MD5} for t in NAMES}}), 'legacy entry has no "md5"'),
+])
+def test_meta_refuses(text, reason):
+    with pytest.raises(MetaError) as error:
+        parse_meta(text)
+    assert reason in str(error.value)
+
+
+def test_file_digest_matches_hashlib_across_chunks(tmp_path):
+    data = bytes(range(256)) * 40000  # spans several 4 MiB chunks
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    seen = []
+    assert file_digest(path, "sha256", seen.append) == hashlib.sha256(data).hexdigest()
+    assert file_digest(path, "md5") == hashlib.md5(data).hexdigest()
+    assert seen[-1] == len(data) and len(seen) == 3
+
+
+ENV = {"SOT_URL": "/srv/sot"}
+
+
+def test_settings_defaults():
+    s = Settings.from_env(ENV)
+    assert (s.redis_url, s.clickhouse_port, s.networks, s.window_days) == (
+        "redis://localhost:6379/0", 9000, ("ethereum", "bitcoin", "torus"), 195)
+    assert s.database_for("bitcoin") == "risk_assessment_bitcoin"
+    assert Settings.from_env(dict(ENV, REDIS_URL="", REDIS_HOST="r", REDIS_PORT="7", REDIS_DB="2")).redis_url == \
+        "redis://r:7/2"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({}, "SOT_URL is not set"),
+    (dict(ENV, CLICKHOUSE_PORT="nine"), "CLICKHOUSE_PORT: 'nine' is not a whole number"),
+    (dict(ENV, REDIS_URL="", REDIS_PORT="99999"), "REDIS_PORT: 99999 is outside 1..65535"),
+    (dict(ENV, INGESTION_NETWORKS="ethereum,Bit-coin"), "INGESTION_NETWORKS: 'Bit-coin' is not a network name"),
+    (dict(ENV, INGESTION_WINDOW_DAYS="0"), "INGESTION_WINDOW_DAYS: 0 is outside"),
+    (dict(ENV, CLICKHOUSE_SECURE="maybe"), "CLICKHOUSE_SECURE: 'maybe' is not 0 or 1"),
+    (dict(ENV, CLICKHOUSE_DATABASE="risk;drop"), "CLICKHOUSE_DATABASE"),
+])
+def test_settings_refuse(env, message):
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env(env)
+    assert message in str(error.value)
+
+
+def leb128(n):
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def native(array, ch_type):
+    return b"".join(bytes(memoryview(b).cast("B")) for b in encode(conform(array, ch_type), ch_type))
+
+
+def test_strings_are_length_prefixed_bytes_even_when_sliced():
+    values = ["", "a", "é", "x" * 127, "y" * 128, "z" * 20000, "w" * (1 << 21)]
+    array = pa.array(["skipped"] + values).slice(1)
+    assert native(array, "String") == b"".join(leb128(len(v.encode())) + v.encode() for v in values)
+
+
+def test_arrays_are_end_offsets_then_values():
+    array = pa.array([["skipped"], ["a", "b"], [], ["c"]]).slice(1)
+    assert native(array, "Array(String)") == struct.pack("<3Q", 2, 2, 3) + b"\x01a\x01b\x01c"
+    hours = pa.array([[1, 2], [300]], pa.list_(pa.uint16()))
+    assert native(hours, "Array(UInt16)") == struct.pack("<2Q3H", 2, 3, 1, 2, 300)
+
+
+def test_decimal128_is_the_exact_scaled_integer():
+    value = decimal.Decimal("-123456789012345678.123456789012345678")
+    array = pa.array([value], pa.decimal128(38, 18))
+    assert int.from_bytes(native(array, "Decimal128(18)"), "little", signed=True) == \
+        -123456789012345678123456789012345678
+    assert native(pa.array([decimal.Decimal("1.5")], pa.decimal128(10, 2)), "Decimal128(18)") == \
+        (15 * 10**17).to_bytes(16, "little")
+
+
+def test_dates_flags_and_int64_that_fit():
+    assert native(pa.array([dt.date(1970, 1, 2), dt.date(2024, 10, 30)]), "Date") == struct.pack("<2H", 1, 20026)
+    assert native(pa.array([True, False]), "UInt8") == b"\x01\x00"
+    assert native(pa.array([65535, 0], pa.int64()), "UInt16") == struct.pack("<2H", 65535, 0)
+    assert native(pa.array([dt.datetime(2024, 10, 31, 0, 30)], pa.timestamp("s")), "DateTime") == \
+        struct.pack("<I", 1730334600)
+
+
+@pytest.mark.parametrize("array, ch_type, reason", [
+    (pa.array([70000], pa.int64()), "UInt16", "value out of range for UInt16"),
+    (pa.array([-1], pa.int64()), "UInt32", "value out of range for UInt32"),
+    (pa.array([1e300]), "Float32", "value out of range for Float32"),
+    (pa.array([decimal.Decimal("1e21")], pa.decimal128(38, 0)), "Decimal128(18)",
+     "value out of range for Decimal128(18)"),
+    (pa.array([dt.date(2200, 1, 1)]), "Date", "value out of range for Date"),
+    (pa.array([1, None], pa.uint32()), "UInt32", "1 null value(s)"),
+    (pa.array([["a", None]]), "Array(String)", "null element"),
+    (pa.array(["1"]), "UInt8", "string cannot be stored as UInt8"),
+    (pa.array([1.5]), "Decimal128(18)", "double cannot be stored as Decimal128(18)"),
+])
+def test_values_that_do_not_fit_are_refused(array, ch_type, reason):
+    with pytest.raises(ColumnMismatch) as error:
+        encode(conform(array, ch_type), ch_type)
+    assert reason in str(error.value)
+
+
+def test_tables_have_the_contract_columns():
+    assert {name: len(t.columns) for name, t in TABLES.items()} == {
+        "raw_alerts": 16, "raw_features": 99, "raw_clusters": 16, "raw_address_labels": 12}
+    sql = create_table_sql("db", TABLES["raw_alerts"])
+    assert "`volume_usd` Decimal128(18) DEFAULT 0" in sql and "`created_at` DateTime DEFAULT now()" in sql
+    assert "PARTITION BY (processing_date, window_days)" in sql and "LowCardinality" not in sql
