@@ -130,12 +130,25 @@ def pipeline(servers, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def luigid(pipeline, tmp_path):
-    """A luigid of this test's own, so no state of another test's runs (a
-    task given up on stays so for an hour) reaches it."""
-    port = free_port()
-    server = luigid_server(str(tmp_path), port, os.path.join(REPO, "luigi.cfg"))
-    server.start()
-    pipeline.env["LUIGI_SCHEDULER_URL"] = f"http://127.0.0.1:{port}/"
-    yield pipeline.env["LUIGI_SCHEDULER_URL"]
-    server.stop()
+def start_luigid(pipeline, tmp_path):
+    """Starts a luigid of this test's own, so no state of another test's runs
+    (a task given up on stays so for an hour) reaches it; the pipeline's
+    commands report to it."""
+    started = []
+
+    def start(config=os.path.join(REPO, "luigi.cfg")):
+        port = free_port()
+        server = luigid_server(str(tmp_path), port, config)
+        server.start()
+        started.append(server)
+        pipeline.env["LUIGI_SCHEDULER_URL"] = f"http://127.0.0.1:{port}/"
+        return pipeline.env["LUIGI_SCHEDULER_URL"]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def luigid(start_luigid):
+    return start_luigid()

@@ -115,11 +115,13 @@ def clickhouse_server(root, port, http_port):
 
 
 def luigid_server(root, port, luigi_config=None):
-    """luigid reads its retry policy from the project's luigi.cfg."""
+    """luigid reads its retry policy from the project's luigi.cfg; started
+    through `python -m workflows luigid`, which fills in the defaults of the
+    variables luigi.cfg reads."""
     url = f"http://127.0.0.1:{port}/api/task_list?data=%7B%7D"
     env = dict(os.environ, **({"LUIGI_CONFIG_PATH": luigi_config} if luigi_config else {}))
     return Server("luigid", root, port,
-                  [os.path.join(os.path.dirname(sys.executable), "luigid"), "--address", "127.0.0.1",
+                  [sys.executable, "-m", "workflows", "luigid", "--address", "127.0.0.1",
                    "--port", str(port), "--logdir", root, "--state-path", os.path.join(root, "luigid-state.pickle")],
                   lambda: urllib.request.urlopen(url, timeout=1).status == 200, env=env)
 

@@ -28,6 +28,7 @@ from .sot import SnapshotMissing, open_source
 logger = logging.getLogger("workflows")
 
 DOWNLOAD_STAMP = ".download"  # written last into a download; holds its id
+STEPS = ("download", "validate", "checksums", "load", "cleanup")  # in the order they run
 
 
 def load_settings():
@@ -135,6 +136,10 @@ class IngestionTask(luigi.Task):
     def execute(self):
         raise NotImplementedError
 
+    def remove_output(self):
+        """Deletes this step's target, so that the next run redoes it."""
+        self.output().remove()
+
     def on_failure(self, exception):
         if isinstance(exception, SnapshotError):
             shutil.rmtree(self.download_dir, ignore_errors=True)
@@ -149,6 +154,9 @@ class DownloadSOT(IngestionTask):
 
     def output(self):
         return luigi.LocalTarget(os.path.join(self.download_dir, DOWNLOAD_STAMP))
+
+    def remove_output(self):
+        shutil.rmtree(self.download_dir, ignore_errors=True)
 
     def execute(self):
         source = open_source(self.settings.sot_url)
@@ -262,10 +270,13 @@ class Cleanup(IngestionTask):
     def output(self):
         return self.redis_marker("cleanup", "done")
 
+    def loaded_tables(self):
+        """{table: rows} of the tables loaded for this network and day."""
+        return loaded_tables(self.clickhouse, self.database, self.network, self.date, self.window_days)
+
     def complete(self):
         # a reset table marker makes the day incomplete again: reload, clean up again
-        return self.output().exists() and set(TABLES) <= set(
-            loaded_tables(self.clickhouse, self.database, self.network, self.date, self.window_days))
+        return self.output().exists() and set(TABLES) <= set(self.loaded_tables())
 
     def execute(self):
         shutil.rmtree(self.download_dir, ignore_errors=True)

@@ -1,0 +1,131 @@
+"""What an operator relies on at night: retries through luigid, exit
+statuses cron can see, backfill, status and reset, concurrent runs."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+from conftest import DATE, REPO, WINDOW
+
+from workflows.meta import TABLES
+
+
+def luigid_tasks(url, status):
+    query = urllib.parse.quote(json.dumps({"status": status}))
+    with urllib.request.urlopen(f"{url}api/task_list?data={query}") as response:
+        return json.load(response)["response"]
+
+
+def run_daily(pipeline, *extra, **env):
+    return pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", *extra, **env)
+
+
+def test_failed_task_is_retried_by_luigid_then_given_up(pipeline, luigid):
+    pipeline.publish()
+    with open(os.path.join(pipeline.snapshot_dir(), "raw_alerts.parquet"), "ab") as stream:
+        stream.write(b"tampered")
+    started = time.monotonic()
+
+    result = run_daily(pipeline, INGESTION_RETRY_ATTEMPTS="3")
+
+    elapsed = time.monotonic() - started
+    assert result.returncode == 30, result.stderr[-3000:]
+    attempts = result.stderr.count("bad input: ethereum 2024-10-30 raw_alerts.parquet: sha256 checksum mismatch")
+    assert attempts == 3
+    assert elapsed >= 2  # INGESTION_RETRY_DELAY=1 between the three attempts
+    disabled = luigid_tasks(luigid, "DISABLED")
+    assert [t["name"] for t in disabled.values()] == ["VerifyChecksums"]
+
+
+def test_retry_succeeds_when_the_snapshot_arrives_late(pipeline, luigid):
+    pipeline.publish()
+    meta = os.path.join(pipeline.snapshot_dir(), "META.json")
+    shutil.move(meta, meta + ".later")
+    threading.Timer(1.5, shutil.move, (meta + ".later", meta)).start()  # the SOT finishes its export
+
+    result = run_daily(pipeline, INGESTION_RETRY_ATTEMPTS="5")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("bad input: ethereum 2024-10-30 META.json: missing") >= 1
+    assert all(pipeline.counts().values())
+
+
+def test_shipped_retry_policy_lets_the_3_am_run_try_again():
+    from luigi.configuration import LuigiConfigParser
+    config = LuigiConfigParser()
+    config.read(os.path.join(REPO, "luigi.cfg"))
+    window, persist = config.getint("scheduler", "disable_window"), config.getint("scheduler", "disable_persist")
+    between_runs = 2 * 3600
+    default_attempts, default_delay = 3, 300
+    assert persist < between_runs and window < between_runs  # 1 AM failures neither count nor block at 3 AM
+    assert window > default_attempts * default_delay  # one run's failures all count: luigid does give up
+    assert config.getboolean("worker", "keep_alive") and config.getboolean("scheduler", "prune_on_get_work")
+    for outcome in ("task_failed", "not_run", "scheduling_error", "missing_data", "already_running",
+                    "unhandled_exception"):
+        assert config.getint("retcode", outcome) > 0, outcome  # cron must see every run that did not finish
+
+
+def test_a_later_run_tries_again_after_a_run_gave_up(pipeline, start_luigid, tmp_path):
+    """The 1 AM and 3 AM runs, with the hour of disable_persist scaled down to 3 seconds."""
+    text = open(os.path.join(REPO, "luigi.cfg")).read()
+    assert "disable_persist = 3600" in text
+    scaled = tmp_path / "luigi-scaled.cfg"
+    scaled.write_text(text.replace("disable_persist = 3600", "disable_persist = 3"))
+    start_luigid(str(scaled))
+    pipeline.publish()
+    meta = os.path.join(pipeline.snapshot_dir(), "META.json")
+    shutil.move(meta, meta + ".later")
+
+    first = run_daily(pipeline, INGESTION_RETRY_ATTEMPTS="1")
+    soon_after = run_daily(pipeline, INGESTION_RETRY_ATTEMPTS="1")
+    shutil.move(meta + ".later", meta)  # the SOT publishes at last
+    time.sleep(3.5)
+    later = run_daily(pipeline, INGESTION_RETRY_ATTEMPTS="1")
+
+    assert first.returncode == 30, first.stderr[-2000:]
+    # the task is still given up on: the run does nothing, and says so with its exit status
+    assert soon_after.returncode != 0, soon_after.stderr[-2000:]
+    assert later.returncode == 0, later.stderr[-2000:]
+    assert all(pipeline.counts().values())
+
+
+def test_two_runs_at_once_load_each_table_once(pipeline, luigid):
+    """Two different RunDaily commands for the same date (an operator's next
+    to cron's): luigid gives each task to one worker, the other waits."""
+    tables = {network: pipeline.publish(network) for network in ("ethereum", "bitcoin")}
+    base = [os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows", "RunDaily",
+            "--date", DATE.isoformat()]
+    env = {**os.environ, **pipeline.env}
+    runs = [subprocess.Popen(base + ["--networks", networks], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for networks in ("ethereum,bitcoin", "ethereum")]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+
+    # A process some of whose tasks luigid gave to the other one ends with
+    # "tasks that were not granted run permission": exit 25 ([retcode]
+    # not_run), never a success for work it did not see done.
+    assert {run.returncode for run in runs} <= {0, 25}, [o[-2000:] for o in outputs]
+    for run, output in zip(runs, outputs):
+        assert run.returncode == 0 or "not granted run permission" in output
+    for network in tables:
+        assert pipeline.counts(network) == {t: tables[network][t].num_rows for t in TABLES}
+        loads = [(table, loaded) for table, _, loaded, _, _ in pipeline.markers(network)]
+        assert sorted(loads) == sorted((t, 1) for t in TABLES)  # one marker row per table: loaded once
+
+
+def test_the_same_command_twice_at_once_is_refused_visibly(pipeline, luigid):
+    pipeline.publish()
+    command = [os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows", "RunDaily",
+               "--date", DATE.isoformat(), "--networks", "ethereum"]
+    env = {**os.environ, **pipeline.env}
+    runs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+
+    assert sorted(run.returncode for run in runs) == [0, 10], outputs  # [retcode] already_running
+    assert any("already running" in output for output in outputs)
+    assert sorted(t for t, *_ in pipeline.markers()) == sorted(TABLES)
