@@ -11,15 +11,25 @@ import luigi
 from workflows.schema import MARKER_TABLE, quote_identifier
 
 
-def loaded_tables(client, database, network, date, window_days):
-    """{table_name: rows} of the tables whose marker is set for the slice."""
+def loaded_days(client, database, network, dates, window_days):
+    """{date: {table_name: rows}} of the tables whose marker is set, for
+    several days in one query."""
     result = client.execute(
-        f"SELECT table_name, argMax(rows, version) FROM {quote_identifier(database)}.{MARKER_TABLE}"
-        " WHERE network = %(network)s AND processing_date = %(date)s AND window_days = %(window_days)s"
-        " GROUP BY table_name HAVING argMax(loaded, version) = 1",
-        {"network": network, "date": date, "window_days": int(window_days)},
+        f"SELECT processing_date, table_name, argMax(rows, version)"
+        f" FROM {quote_identifier(database)}.{MARKER_TABLE}"
+        " WHERE network = %(network)s AND processing_date IN %(dates)s AND window_days = %(window_days)s"
+        " GROUP BY processing_date, table_name HAVING argMax(loaded, version) = 1",
+        {"network": network, "dates": tuple(dates), "window_days": int(window_days)},
     )
-    return dict(result)
+    days = {}
+    for date, table_name, rows in result:
+        days.setdefault(date, {})[table_name] = rows
+    return days
+
+
+def loaded_tables(client, database, network, date, window_days):
+    """{table_name: rows} of the tables whose marker is set for one day."""
+    return loaded_days(client, database, network, [date], window_days).get(date, {})
 
 
 class ClickHouseMarkerTarget(luigi.Target):

@@ -117,15 +117,23 @@ def test_two_runs_at_once_load_each_table_once(pipeline, luigid):
         assert sorted(loads) == sorted((t, 1) for t in TABLES)  # one marker row per table: loaded once
 
 
-def test_the_same_command_twice_at_once_is_refused_visibly(pipeline, luigid):
+def test_the_same_command_while_it_runs_is_refused_visibly(pipeline, luigid):
     pipeline.publish()
+    meta = os.path.join(pipeline.snapshot_dir(), "META.json")
+    shutil.move(meta, meta + ".later")  # the first run waits for the SOT, retrying
     command = [os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows", "RunDaily",
                "--date", DATE.isoformat(), "--networks", "ethereum"]
-    env = {**os.environ, **pipeline.env}
-    runs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for _ in range(2)]
-    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    env = {**os.environ, **pipeline.env, "INGESTION_RETRY_ATTEMPTS": "10"}
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not luigid_tasks(luigid, "FAILED") and time.monotonic() < deadline:
+        time.sleep(0.2)
 
-    assert sorted(run.returncode for run in runs) == [0, 10], outputs  # [retcode] already_running
-    assert any("already running" in output for output in outputs)
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    shutil.move(meta + ".later", meta)
+    output = first.communicate(timeout=300)[0]
+
+    assert second.returncode == 10, second.stderr[-2000:]  # [retcode] already_running
+    assert "already running" in second.stdout
+    assert first.returncode == 0, output[-2000:]
     assert sorted(t for t, *_ in pipeline.markers()) == sorted(TABLES)

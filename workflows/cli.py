@@ -23,7 +23,8 @@ def step_tasks(step, network, date, window_days, table=None):
     return [cls(network, date, window_days)]
 
 
-def status(settings, dates, networks, window_days, out=sys.stdout):
+def status(settings, dates, networks, window_days, out=None):
+    out = out or sys.stdout
     header = ["network", "date", "download", "validate", "checksums", *TABLES, "cleanup"]
     rows = []
     for network in networks:

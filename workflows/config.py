@@ -31,6 +31,7 @@ DEFAULTS = {
     "INGESTION_WINDOW_DAYS": "195",
     "INGESTION_RETRY_ATTEMPTS": "3",
     "INGESTION_RETRY_DELAY": "300",
+    "ALERT_WEBHOOK_URL": "",
 }
 
 
@@ -38,6 +39,10 @@ DEFAULTS = {
 LUIGI_CFG_DEFAULTS = {
     "LUIGI_SCHEDULER_URL": "http://localhost:8082/",
     "INGESTION_RETRY_DELAY": DEFAULTS["INGESTION_RETRY_DELAY"],
+    "ALERT_EMAIL_TO": "",
+    "ALERT_EMAIL_FROM": "sot-ingestion@localhost",
+    "SMTP_HOST": "localhost",
+    "SMTP_PORT": "25",
 }
 
 
@@ -73,6 +78,7 @@ class Settings:
     window_days: int
     retry_attempts: int
     retry_delay: int
+    alert_webhook_url: str
 
     def database_for(self, network):
         return self.clickhouse_database.replace("{network}", check_network(network))
@@ -111,6 +117,7 @@ class Settings:
             window_days=_integer(env, "INGESTION_WINDOW_DAYS", 1, 65535),
             retry_attempts=_integer(env, "INGESTION_RETRY_ATTEMPTS", 1, 1000),
             retry_delay=_integer(env, "INGESTION_RETRY_DELAY", 0, 86400),
+            alert_webhook_url=env["ALERT_WEBHOOK_URL"],
         )
 
 

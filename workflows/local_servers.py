@@ -89,7 +89,7 @@ class Server:
             return
         if self.process:
             try:
-                self.process.wait(30)
+                self.process.wait(5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

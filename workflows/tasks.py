@@ -12,12 +12,13 @@ import shutil
 import uuid
 
 import luigi
+import redis
 
 from targets import ClickHouseMarkerTarget, RedisMarkerTarget
-from targets.clickhouse_marker import loaded_tables
+from targets.clickhouse_marker import loaded_days, loaded_tables
 from targets.redis_marker import marker_key
 
-from . import clickhouse, loader
+from . import alerts, clickhouse, loader
 from .config import ConfigError, Settings, check_network
 from .errors import SnapshotError
 from .meta import META_FILENAME, TABLES, MetaError, file_digest, parse_meta
@@ -140,13 +141,31 @@ class IngestionTask(luigi.Task):
         """Deletes this step's target, so that the next run redoes it."""
         self.output().remove()
 
+    def failure_key(self):
+        return marker_key(self.network, self.date, self.window_days, f"failures:{self.task_id}")
+
     def on_failure(self, exception):
         if isinstance(exception, SnapshotError):
             shutil.rmtree(self.download_dir, ignore_errors=True)
-            self.report(str(exception))
-            logger.error("bad input: %s", exception)
-            return str(exception)
-        return super().on_failure(exception)
+            reason = str(exception)
+            logger.error("bad input: %s", reason)
+            explanation = reason
+        else:
+            reason = " ".join(f"{type(exception).__name__}: {exception}".split())
+            explanation = super().on_failure(exception)
+        self.report(reason)
+        try:
+            attempts = alerts.count_failure(self.redis, self.failure_key())
+        except redis.RedisError as exc:  # the marker store is down too: say so, and notify anyway
+            logger.error("could not count the failure in Redis: %s", exc)
+            attempts = self.retry_count
+        if attempts >= self.retry_count:
+            alerts.send(alerts.notice(self.network, self.date, self.task_family, reason, attempts,
+                                      getattr(self, "table", None)), self.settings.alert_webhook_url)
+        return explanation
+
+    def on_success(self):
+        self.redis.delete(self.failure_key())
 
 
 class DownloadSOT(IngestionTask):
@@ -275,8 +294,19 @@ class Cleanup(IngestionTask):
         return loaded_tables(self.clickhouse, self.database, self.network, self.date, self.window_days)
 
     def complete(self):
-        # a reset table marker makes the day incomplete again: reload, clean up again
-        return self.output().exists() and set(TABLES) <= set(self.loaded_tables())
+        return self.date in self.done_dates([self])
+
+    @staticmethod
+    def done_dates(cleanups):
+        """The dates of these tasks (one network and window) that are done, in
+        two queries: the cleanup marker is set and all four tables are loaded
+        (a reset table marker makes the day incomplete again)."""
+        first = cleanups[0]
+        markers = first.redis.mget([c.output().key for c in cleanups])
+        loaded = loaded_days(first.clickhouse, first.database, first.network, [c.date for c in cleanups],
+                             first.window_days)
+        return {c.date for c, marker in zip(cleanups, markers)
+                if marker == b"done" and set(TABLES) <= set(loaded.get(c.date, {}))}
 
     def execute(self):
         shutil.rmtree(self.download_dir, ignore_errors=True)
@@ -295,3 +325,17 @@ class RunDaily(luigi.WrapperTask):
         networks = [n.strip() for n in self.networks.split(",") if n.strip()] or settings.networks
         window_days = self.window_days or settings.window_days
         return [Cleanup(network, self.date, window_days) for network in networks]
+
+    @classmethod
+    def bulk_complete(cls, dates):
+        """For RangeDaily: the dates already done, two queries per network
+        for the whole range, without touching the SOT."""
+        days = [cls(date=date) for date in dates]
+        cleanups = {}
+        for day in days:
+            for cleanup in day.requires():
+                cleanups.setdefault((cleanup.network, cleanup.window_days), []).append(cleanup)
+        done = {day.date for day in days}
+        for same_network in cleanups.values():
+            done &= Cleanup.done_dates(same_network)
+        return [day.date for day in days if day.date in done]

@@ -1,0 +1,1 @@
+"""The ingestion benchmark: `make bench` or `python -m bench.run`."""

@@ -1,0 +1,489 @@
+"""The ingestion benchmark: `make bench` or `python -m bench.run`.
+
+Against Redis, ClickHouse and luigid that it starts itself in a temporary
+directory, it measures on one generated snapshot (BENCH_ROWS feature rows,
+default 1,000,000):
+
+  (a) the project's load (workflows.loader.load_parquet) of each table, in a
+      child process of its own;
+  (b) the reference: clickhouse-client inserting the same rows in Native
+      format into the same server;
+  (c) the project's checksum (workflows.meta.file_digest) against sha256sum;
+  (d) the peak RSS of the loading process from (a), and with BENCH_RSS_ROWS
+      set, that of loading a raw_features file of that many rows;
+  (e) RunDaily end to end through the `luigi` command, for one network and
+      for three, with --workers 2.
+
+It prints a table with PASS/MISS against the targets and writes the figures
+to bench/results/bench-<UTC time>.json and bench/results/latest.json.
+
+Environment: BENCH_ROWS, BENCH_RUNDAILY_ROWS (default BENCH_ROWS),
+BENCH_RSS_ROWS (default unset: skipped), BENCH_KEEP=1 keeps the temporary
+directory (server logs, luigi logs)."""
+import concurrent.futures
+import datetime as dt
+import json
+import math
+import multiprocessing
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pyarrow.parquet as pq
+from clickhouse_driver import Client
+
+from workflows import clickhouse, loader, meta
+from workflows.local_servers import LocalServers
+from workflows.sample import ROW_GROUP_ROWS, make_snapshot, write_snapshot
+from workflows.schema import TABLES as SCHEMAS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "bench", "results")
+VENV_BIN = os.path.dirname(sys.executable)
+
+NETWORK = "ethereum"
+NETWORKS = ("ethereum", "bitcoin", "torus")
+DATABASE = "risk_assessment_ethereum"
+DATE = dt.date(2024, 10, 30)
+DATE_RSS = dt.date(2024, 10, 29)  # the BENCH_RSS_ROWS file's own day, so it replaces nothing of DATE
+WINDOW = 195
+TABLES = meta.TABLES  # raw_alerts, raw_features, raw_clusters, raw_address_labels
+RSS_CHUNK_ROWS = 250_000
+
+# name, figure, limit: PASS when figure <= limit
+TARGETS = (
+    ("raw_features load <= 2x clickhouse-client", "raw_features_ratio", 2.0),
+    ("peak RSS of the loading process <= 300 MB", "peak_rss_mb", 300.0),
+    ("checksum <= 1.2x sha256sum", "checksum_ratio", 1.2),
+    ("three networks clearly less than 3x one (<= 2.5x)", "rundaily_ratio", 2.5),
+)
+
+
+def env_int(name, default):
+    text = os.environ.get(name, "").strip()
+    return int(text.replace("_", "")) if text else default
+
+
+# ---------------------------------------------------------------- machine
+
+
+def machine_info(ch):
+    model = "unknown"
+    with open("/proc/cpuinfo") as stream:
+        for line in stream:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as stream:
+        mem_kib = next(int(line.split()[1]) for line in stream if line.startswith("MemTotal:"))
+    return {
+        "nproc": int(subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout),
+        "cpu_model": model,
+        "memory_gb": round(mem_kib / 2**20, 1),
+        "clickhouse_version": ch.execute("SELECT version()")[0][0],
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def wait_for_merges(ch, timeout=300):
+    """Lets background merges of earlier inserts finish, so they do not run
+    during the next measurement on a 2-core machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and ch.execute("SELECT count() FROM system.merges")[0][0]:
+        time.sleep(0.2)
+
+
+# ---------------------------------------------------------------- 1. snapshot
+
+
+def generate_snapshot(root, network, date, rows):
+    """Writes one day's snapshot; returns {table: parquet path} and seconds."""
+    start = time.perf_counter()
+    tables = make_snapshot(network, date, WINDOW, feature_rows=rows)
+    folder = write_snapshot(root, network, date, WINDOW, tables)
+    del tables  # not to be counted in any later memory figure
+    return {t: os.path.join(folder, f"{t}.parquet") for t in TABLES}, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------- (a) + (d) the project's load
+
+
+def _peak_rss_mb():
+    """This process's peak RSS in MB: VmHWM, the high-water mark of its own
+    memory. getrusage's ru_maxrss (KiB on Linux) is not used for the figure:
+    in a spawned child it starts at the parent's RSS at the fork before exec,
+    so it would count the benchmark's own memory."""
+    with open("/proc/self/status") as stream:
+        return next(int(line.split()[1]) for line in stream if line.startswith("VmHWM:")) / 1024
+
+
+def _ru_maxrss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _load_in_child(port, database, loads):
+    """Runs in a spawned process: loads [(table, path, date)] one after the
+    other as LoadTable does; returns per-table seconds and this process's peak RSS."""
+    ch = Client("127.0.0.1", port=port, send_receive_timeout=600)
+    ch.execute("SELECT 1")
+    result = {"baseline_rss_mb": _peak_rss_mb(), "tables": {}}
+    for table, path, date in loads:
+        start = time.perf_counter()
+        rows = loader.load_parquet(ch, database, SCHEMAS[table], path, date, WINDOW, NETWORK)
+        result["tables"][table] = {"rows": rows, "seconds": time.perf_counter() - start,
+                                   "peak_rss_mb_so_far": _peak_rss_mb()}
+    result["peak_rss_mb"] = _peak_rss_mb()
+    result["ru_maxrss_mb"] = _ru_maxrss_mb()  # for reference only, see _peak_rss_mb
+    return result
+
+
+def load_in_child(port, database, loads):
+    """_load_in_child in a fresh process, so that its peak RSS is the load's alone."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_load_in_child, port, database, loads).result()
+
+
+def measure_load(ch, port, paths):
+    wait_for_merges(ch)
+    result = load_in_child(port, DATABASE, [(t, paths[t], DATE) for t in TABLES])
+    for table in TABLES:
+        loaded = clickhouse.count_rows(ch, DATABASE, table, DATE, WINDOW)
+        if loaded != result["tables"][table]["rows"]:
+            raise RuntimeError(f"{table}: load_parquet returned {result['tables'][table]['rows']} rows, table has {loaded}")
+    return result
+
+
+def write_large_features(path, rows):
+    """A raw_features-only file of `rows` rows, written in chunks so that the
+    generator's own memory stays bounded; each chunk's addresses come from its own seed."""
+    writer = None
+    try:
+        for i in range(math.ceil(rows / RSS_CHUNK_ROWS)):
+            chunk = min(RSS_CHUNK_ROWS, rows - i * RSS_CHUNK_ROWS)
+            table = make_snapshot(NETWORK, DATE_RSS, WINDOW, feature_rows=chunk, seed=i + 1)["raw_features"]
+            writer = writer or pq.ParquetWriter(path, table.schema)
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            del table
+    finally:
+        if writer:
+            writer.close()
+
+
+def measure_large_rss(ch, port, work, rows):
+    """(d) with BENCH_RSS_ROWS: the peak RSS of loading one big raw_features file."""
+    path = os.path.join(work, "rss", "raw_features.parquet")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    start = time.perf_counter()
+    write_large_features(path, rows)
+    generated = time.perf_counter() - start
+    size = os.path.getsize(path)
+    wait_for_merges(ch)
+    result = load_in_child(port, DATABASE, [("raw_features", path, DATE_RSS)])
+    ch.execute(f"ALTER TABLE {DATABASE}.raw_features DROP PARTITION {clickhouse.partition_literal(DATE_RSS, WINDOW)}")
+    os.remove(path)
+    loaded = result["tables"]["raw_features"]
+    return {"rows": loaded["rows"], "parquet_mb": size / 1e6, "generate_seconds": generated,
+            "load_seconds": loaded["seconds"], "baseline_rss_mb": result["baseline_rss_mb"],
+            "peak_rss_mb": result["peak_rss_mb"]}
+
+
+# ---------------------------------------------------------------- (b) the reference: clickhouse-client
+
+
+def ch_client(port, query):
+    return ["clickhouse-client", "--host", "127.0.0.1", "--port", str(port), "--query", query]
+
+
+def measure_reference(ch, port, work, paths):
+    """Exports each table's loaded rows in Native format and times
+    clickhouse-client inserting them into an empty copy of the table."""
+    out = {}
+    # the fixed cost of starting clickhouse-client, for reading the small tables' figures
+    start = time.perf_counter()
+    subprocess.run(ch_client(port, "SELECT 1"), check=True, stdout=subprocess.DEVNULL)
+    out["_client_startup_seconds"] = time.perf_counter() - start
+    for table in TABLES:
+        columns = ", ".join(c.name for c in loader.plan_columns(SCHEMAS[table], pq.ParquetFile(paths[table]).schema_arrow))
+        native = os.path.join(work, f"{table}.native")
+        with open(native, "wb") as stream:
+            subprocess.run(ch_client(port, f"SELECT {columns} FROM {DATABASE}.{table} FORMAT Native"),
+                           stdout=stream, check=True)
+        copy = f"{DATABASE}.bench_copy_{table}"
+        ch.execute(f"DROP TABLE IF EXISTS {copy}")
+        ch.execute(f"CREATE TABLE {copy} AS {DATABASE}.{table}")
+        wait_for_merges(ch)
+        with open(native, "rb") as stream:
+            start = time.perf_counter()
+            subprocess.run(ch_client(port, f"INSERT INTO {copy} ({columns}) FORMAT Native"), stdin=stream, check=True)
+            seconds = time.perf_counter() - start
+        rows = ch.execute(f"SELECT count() FROM {copy}")[0][0]
+        out[table] = {"seconds": seconds, "rows": rows, "native_bytes": os.path.getsize(native)}
+        ch.execute(f"DROP TABLE {copy}")
+        os.remove(native)
+    return out
+
+
+# ---------------------------------------------------------------- (c) checksums
+
+
+def _read_all(path):
+    with open(path, "rb", buffering=0) as stream:
+        while stream.read(16 << 20):
+            pass
+
+
+def measure_checksums(paths, repeats=3):
+    """file_digest against sha256sum on each file, page cache warm; best of `repeats`."""
+    for path in paths.values():
+        _read_all(path)
+    out = {}
+    for table, path in paths.items():
+        project, tool = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            ours = meta.file_digest(path, "sha256")
+            project.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            theirs = subprocess.run(["sha256sum", path], capture_output=True, text=True, check=True).stdout.split()[0]
+            tool.append(time.perf_counter() - start)
+            if ours != theirs:
+                raise RuntimeError(f"{path}: file_digest {ours} != sha256sum {theirs}")
+        out[table] = {"bytes": os.path.getsize(path), "project_seconds": min(project), "sha256sum_seconds": min(tool)}
+    return out
+
+
+# ---------------------------------------------------------------- (e) RunDaily end to end
+
+
+def reset_pipeline_state(ch, servers):
+    """Empty ClickHouse databases and Redis markers: every run starts from nothing."""
+    for (database,) in ch.execute("SHOW DATABASES"):
+        if database.startswith("risk_assessment_"):
+            ch.execute(f"DROP DATABASE {database}")
+    import redis
+
+    redis.Redis.from_url(servers.env()["REDIS_URL"]).flushdb()
+
+
+def measure_rundaily(ch, servers, work, rows):
+    """Wall time of `luigi --module workflows RunDaily --workers 2` for one
+    network and for three, each on its own date and from empty databases."""
+    sot = os.path.join(work, "sot-rundaily")
+    runs = [("one_network", DATE, NETWORKS[:1]), ("three_networks", DATE + dt.timedelta(days=1), NETWORKS)]
+    generated = 0.0
+    for _, date, networks in runs:
+        for network in networks:
+            generated += generate_snapshot(sot, network, date, rows)[1]
+    out = {"rows": rows, "generate_seconds": generated}
+    for name, date, networks in runs:
+        reset_pipeline_state(ch, servers)
+        wait_for_merges(ch)
+        downloads = tempfile.mkdtemp(prefix="downloads-", dir=work)
+        env = {**os.environ, **servers.env(), "SOT_URL": sot, "SOT_DOWNLOAD_DIR": downloads,
+               "INGESTION_RETRY_ATTEMPTS": "1", "INGESTION_WINDOW_DAYS": str(WINDOW),
+               "LUIGI_CONFIG_PATH": os.path.join(REPO, "luigi.cfg")}
+        command = [os.path.join(VENV_BIN, "luigi"), "--module", "workflows", "RunDaily", "--date", date.isoformat(),
+                   "--networks", ",".join(networks), "--workers", "2"]
+        log = os.path.join(work, f"rundaily-{name}.log")
+        with open(log, "w") as stream:
+            start = time.perf_counter()
+            status = subprocess.run(command, cwd=REPO, env=env, stdout=stream, stderr=subprocess.STDOUT).returncode
+            seconds = time.perf_counter() - start
+        if status != 0:
+            with open(log) as stream:
+                tail = "".join(stream.readlines()[-30:])
+            raise RuntimeError(f"RunDaily ({name}) exited with {status}; last lines of {log}:\n{tail}")
+        for network in networks:
+            database = f"risk_assessment_{network}"
+            loaded = clickhouse.count_rows(ch, database, "raw_features", date, WINDOW)
+            if loaded != rows:
+                raise RuntimeError(f"RunDaily ({name}): {database}.raw_features has {loaded} rows, expected {rows}")
+        out[name] = {"networks": list(networks), "date": date.isoformat(), "seconds": seconds}
+    out["ratio"] = out["three_networks"]["seconds"] / out["one_network"]["seconds"]
+    return out
+
+
+# ---------------------------------------------------------------- figures, report
+
+
+def summarise(paths, load, reference, checksums):
+    """Per-table and total figures of (a), (b), (c)."""
+    rows_out = {}
+    for table in TABLES + ("total",):
+        names = TABLES if table == "total" else (table,)
+        rows = sum(load["tables"][t]["rows"] for t in names)
+        parquet = sum(os.path.getsize(paths[t]) for t in names) / 1e6
+        native = sum(reference[t]["native_bytes"] for t in names) / 1e6
+        seconds = sum(load["tables"][t]["seconds"] for t in names)
+        client = sum(reference[t]["seconds"] for t in names)
+        rows_out[table] = {
+            "rows": rows, "parquet_mb": parquet, "native_mb": native, "load_seconds": seconds,
+            "rows_per_second": rows / seconds, "parquet_mb_per_second": parquet / seconds,
+            "native_mb_per_second": native / seconds, "clickhouse_client_seconds": client,
+            "clickhouse_client_native_mb_per_second": native / client, "ratio": seconds / client,
+        }
+    sums = {t: c for t, c in checksums.items()}
+    project = sum(c["project_seconds"] for c in sums.values())
+    tool = sum(c["sha256sum_seconds"] for c in sums.values())
+    sums["total"] = {"bytes": sum(c["bytes"] for c in checksums.values()), "project_seconds": project,
+                     "sha256sum_seconds": tool}
+    for c in sums.values():
+        c["ratio"] = c["project_seconds"] / c["sha256sum_seconds"]
+        c["project_mb_per_second"] = c["bytes"] / 1e6 / c["project_seconds"]
+        c["sha256sum_mb_per_second"] = c["bytes"] / 1e6 / c["sha256sum_seconds"]
+    return rows_out, sums
+
+
+def evaluate_targets(figures):
+    out = []
+    for name, key, limit in TARGETS:
+        value = figures.get(key)
+        status = "SKIP" if value is None else ("PASS" if value <= limit else "MISS")
+        out.append({"target": name, "value": value, "limit": limit, "status": status})
+    return out
+
+
+def report(results):
+    """The printed table; returns it as text."""
+    lines = []
+    p = lines.append
+    m = results["machine"]
+    p(f"Machine: {m['nproc']} cores, {m['cpu_model']}, {m['memory_gb']} GB RAM, "
+      f"ClickHouse {m['clickhouse_version']}, Python {m['python']}, Linux {m['kernel']}")
+    c = results["config"]
+    p(f"Snapshot: {c['network']} {c['date']} window {c['window_days']}, {c['rows']:,} feature rows "
+      f"(generated in {c['generate_seconds']:.1f} s)")
+    p("")
+    p("(a) project load (load_parquet, own process) vs (b) clickhouse-client INSERT ... FORMAT Native")
+    header = (f"{'table':<20} {'rows':>10} {'parquet MB':>10} {'native MB':>10} {'load s':>8} {'rows/s':>10} "
+              f"{'MB/s':>7} {'native MB/s':>11} {'ch-client s':>11} {'ratio':>6}")
+    p(header)
+    p("-" * len(header))
+    for table, f in results["tables"].items():
+        p(f"{table:<20} {f['rows']:>10,} {f['parquet_mb']:>10.1f} {f['native_mb']:>10.1f} {f['load_seconds']:>8.2f} "
+          f"{f['rows_per_second']:>10,.0f} {f['parquet_mb_per_second']:>7.1f} {f['native_mb_per_second']:>11.1f} "
+          f"{f['clickhouse_client_seconds']:>11.2f} {f['ratio']:>5.2f}x")
+    p(f"  MB/s = Parquet MB on disk / load s; native MB = the Native export's size (uncompressed column data); "
+      f"clickhouse-client start-up alone: {results['client_startup_seconds']:.2f} s")
+    p("")
+    p("(c) checksum, sha256, page cache warm, best of 3")
+    header = f"{'file':<28} {'MB':>8} {'file_digest s':>13} {'MB/s':>7} {'sha256sum s':>11} {'MB/s':>7} {'ratio':>6}"
+    p(header)
+    p("-" * len(header))
+    for table, f in results["checksums"].items():
+        name = table if table == "total" else f"{table}.parquet"
+        p(f"{name:<28} {f['bytes'] / 1e6:>8.1f} {f['project_seconds']:>13.3f} {f['project_mb_per_second']:>7.0f} "
+          f"{f['sha256sum_seconds']:>11.3f} {f['sha256sum_mb_per_second']:>7.0f} {f['ratio']:>5.2f}x")
+    p("")
+    r = results["rss"]
+    p(f"(d) peak RSS of the loading process (all four tables): {r['peak_rss_mb']:.0f} MB "
+      f"(after imports and connecting, before loading: {r['baseline_rss_mb']:.0f} MB)")
+    p(f"    VmHWM of the child; its ru_maxrss, {r['ru_maxrss_mb']:.0f} MB, also counts the parent's RSS at fork+exec")
+    for table, f in results["load"]["tables"].items():
+        p(f"      after {table:<20} {f['peak_rss_mb_so_far']:.0f} MB")
+    big = results.get("rss_large")
+    if big:
+        p(f"    raw_features alone, {big['rows']:,} rows ({big['parquet_mb']:.0f} MB Parquet): peak RSS "
+          f"{big['peak_rss_mb']:.0f} MB (baseline {big['baseline_rss_mb']:.0f} MB), load {big['load_seconds']:.1f} s "
+          f"= {big['rows'] / big['load_seconds']:,.0f} rows/s")
+    else:
+        p("    to show that memory does not grow with the file: "
+          "BENCH_RSS_ROWS=5000000 .venv/bin/python -m bench.run  (or BENCH_RSS_ROWS=5000000 make bench)")
+    p("")
+    d = results["rundaily"]
+    p(f"(e) RunDaily --workers 2, end to end through luigid, {d['rows']:,} feature rows per network")
+    p(f"    one network ({', '.join(d['one_network']['networks'])}):   {d['one_network']['seconds']:8.1f} s")
+    p(f"    three networks ({', '.join(d['three_networks']['networks'])}): {d['three_networks']['seconds']:8.1f} s"
+      f"   ratio {d['ratio']:.2f}x")
+    p("")
+    p("Targets")
+    for t in results["targets"]:
+        value = "-" if t["value"] is None else f"{t['value']:.2f}"
+        p(f"  {t['status']:<4}  {t['target']:<52} {value:>8} (limit {t['limit']:g})")
+    return "\n".join(lines)
+
+
+def write_results(results):
+    os.makedirs(RESULTS, exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = os.path.join(RESULTS, f"bench-{stamp}.json")
+    for target in (path, os.path.join(RESULTS, "latest.json")):
+        with open(target, "w") as stream:
+            json.dump(results, stream, indent=2)
+    return path
+
+
+def log(message):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main():
+    rows = env_int("BENCH_ROWS", 1_000_000)
+    rundaily_rows = env_int("BENCH_RUNDAILY_ROWS", rows)
+    rss_rows = env_int("BENCH_RSS_ROWS", 0)
+    keep = os.environ.get("BENCH_KEEP") == "1"
+    if "/usr/sbin" not in os.environ.get("PATH", "").split(os.pathsep):  # clickhouse-server, as the Makefile does
+        os.environ["PATH"] = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin"
+    work = tempfile.mkdtemp(prefix="sot-bench-")
+    servers = LocalServers(os.path.join(work, "servers"), luigi_config=os.path.join(REPO, "luigi.cfg"))
+    log(f"starting Redis, ClickHouse and luigid under {work}")
+    servers.start()
+    try:
+        port = servers.clickhouse_port
+        ch = Client("127.0.0.1", port=port, send_receive_timeout=600)
+        results = {"machine": machine_info(ch)}
+
+        log(f"generating the {NETWORK} snapshot, {rows:,} feature rows")
+        paths, generate_seconds = generate_snapshot(os.path.join(work, "sot"), NETWORK, DATE, rows)
+        results["config"] = {"network": NETWORK, "date": DATE.isoformat(), "window_days": WINDOW, "rows": rows,
+                             "database": DATABASE, "generate_seconds": generate_seconds,
+                             "rundaily_rows": rundaily_rows, "rss_rows": rss_rows or None}
+        clickhouse.ensure_schema(ch, DATABASE)
+
+        log("(a) loading the four tables with load_parquet in a child process")
+        results["load"] = measure_load(ch, port, paths)
+        results["rss"] = {k: results["load"][k] for k in ("peak_rss_mb", "baseline_rss_mb", "ru_maxrss_mb")}
+
+        log("(b) clickhouse-client INSERT ... FORMAT Native of the same rows")
+        reference = measure_reference(ch, port, work, paths)
+        results["client_startup_seconds"] = reference.pop("_client_startup_seconds")
+        results["reference"] = reference
+
+        log("(c) checksums: file_digest vs sha256sum")
+        results["tables"], results["checksums"] = summarise(paths, results["load"], reference,
+                                                            measure_checksums(paths))
+
+        if rss_rows:
+            log(f"(d) peak RSS loading a raw_features file of {rss_rows:,} rows")
+            results["rss_large"] = measure_large_rss(ch, port, work, rss_rows)
+
+        log(f"(e) RunDaily for one and for three networks, {rundaily_rows:,} feature rows each")
+        results["rundaily"] = measure_rundaily(ch, servers, work, rundaily_rows)
+
+        peak = max([results["rss"]["peak_rss_mb"]] + ([results["rss_large"]["peak_rss_mb"]] if rss_rows else []))
+        results["targets"] = evaluate_targets({
+            "raw_features_ratio": results["tables"]["raw_features"]["ratio"],
+            "peak_rss_mb": peak,
+            "checksum_ratio": results["checksums"]["total"]["ratio"],
+            "rundaily_ratio": results["rundaily"]["ratio"],
+        })
+        print(report(results))
+        path = write_results(results)
+        print(f"\nFigures: {os.path.relpath(path, REPO)} (and bench/results/latest.json)")
+    finally:
+        servers.stop()
+        if keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""What luigid and the operators' channels get: progress and parameters in
+the visualiser, metrics, and the notice of a task that failed for the last
+time (log line, webhook, Luigi's e-mail)."""
+import email
+import json
+import os
+import socketserver
+import threading
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from conftest import DATE
+
+from workflows.meta import TABLES
+
+
+def luigid_tasks(url, status):
+    query = urllib.parse.quote(json.dumps({"status": status}))
+    with urllib.request.urlopen(f"{url}api/task_list?data={query}") as response:
+        return json.load(response)["response"]
+
+
+def tamper(pipeline, filename="raw_alerts.parquet"):
+    with open(os.path.join(pipeline.snapshot_dir(), filename), "ab") as stream:
+        stream.write(b"tampered")
+
+
+@pytest.fixture
+def webhook():
+    """An HTTP server on loopback that keeps the JSON bodies posted to it."""
+    bodies = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", bodies
+    server.shutdown()
+
+
+@pytest.fixture
+def smtp_sink():
+    """A minimal SMTP server on loopback that keeps the messages it receives."""
+    messages = []
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self):
+            self.wfile.write(b"220 sink\r\n")
+            while line := self.rfile.readline():
+                verb = line[:4].upper()
+                if verb == b"DATA":
+                    self.wfile.write(b"354 go on\r\n")
+                    data = b""
+                    while not data.endswith(b"\r\n.\r\n"):
+                        data += self.rfile.readline()
+                    messages.append(data.decode(errors="replace"))
+                    self.wfile.write(b"250 kept\r\n")
+                elif verb == b"QUIT":
+                    self.wfile.write(b"221 bye\r\n")
+                    return
+                else:
+                    self.wfile.write(b"250 ok\r\n")
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], messages
+    server.shutdown()
+
+
+def test_visualiser_shows_progress_and_no_secrets(pipeline, luigid):
+    tables = pipeline.publish()
+
+    result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum",
+                              SOT_PASSWORD="s3cret-sot", CLICKHOUSE_PASSWORD="")
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    done = luigid_tasks(luigid, "DONE")
+    loads = {t["params"]["table"]: t for t in done.values() if t["name"] == "LoadTable"}
+    for table in TABLES:
+        rows = tables[table].num_rows
+        assert loads[table]["status_message"] == f"{table}: {rows:,} / {rows:,} rows"
+        assert loads[table]["progress_percentage"] == 100
+    verify = next(t for t in done.values() if t["name"] == "VerifyChecksums")
+    assert "rows checked" in verify["status_message"] or "MB hashed" in verify["status_message"]
+    for task in done.values():
+        assert set(task["params"]) <= {"network", "date", "window_days", "table", "networks"}
+    assert "s3cret" not in json.dumps(done)
+
+
+def test_luigid_serves_prometheus_metrics(pipeline, luigid):
+    pipeline.publish()
+    assert pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum").returncode == 0
+
+    with urllib.request.urlopen(f"{luigid}metrics") as response:
+        metrics = response.read().decode()
+
+    assert 'luigi_task_done_total{family="LoadTable"} 4.0' in metrics.splitlines()
+    assert 'luigi_task_done_total{family="RunDaily"} 1.0' in metrics.splitlines()
+
+
+def test_last_failure_gives_one_log_line_and_one_webhook_post(pipeline, webhook, caplog):
+    url, bodies = webhook
+    pipeline.env["ALERT_WEBHOOK_URL"] = url
+    os.environ["ALERT_WEBHOOK_URL"] = url
+    pipeline.publish()
+    tamper(pipeline)
+
+    with caplog.at_level("ERROR", logger="workflows.alerts"):
+        assert not pipeline.run()
+    del os.environ["ALERT_WEBHOOK_URL"]
+
+    expected = {"event": "task_gave_up", "network": "ethereum", "date": DATE.isoformat(), "task": "VerifyChecksums",
+                "table": None, "attempts": 1}
+    assert len(bodies) == 1
+    assert {k: bodies[0][k] for k in expected} == expected
+    assert bodies[0]["reason"].startswith(f"ethereum {DATE} raw_alerts.parquet: sha256 checksum mismatch")
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "workflows.alerts"]
+    assert lines == bodies
+
+
+def test_no_notice_while_attempts_remain(pipeline, webhook, luigid):
+    url, bodies = webhook
+    pipeline.publish()
+    tamper(pipeline)
+
+    result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum",
+                              INGESTION_RETRY_ATTEMPTS="2", ALERT_WEBHOOK_URL=url)
+
+    assert result.returncode == 30
+    assert result.stderr.count("bad input:") == 2
+    assert [b["attempts"] for b in bodies] == [2]  # only the last of the two failures
+
+
+def test_luigi_email_is_sent_when_configured(pipeline, smtp_sink):
+    port, messages = smtp_sink
+    pipeline.publish()
+    tamper(pipeline)
+
+    result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler",
+                              ALERT_EMAIL_TO="ops@example.com", SMTP_HOST="127.0.0.1", SMTP_PORT=str(port))
+
+    assert result.returncode == 30
+    mails = [email.message_from_string(m.removesuffix("\r\n.\r\n")) for m in messages]
+    assert all(m["To"] == "ops@example.com" for m in mails) and mails
+    failure = next(m for m in mails if "FAILED" in m["Subject"])  # luigid's "disabled" notice may follow it
+    assert "VerifyChecksums" in failure["Subject"]
+    body = "".join(part.get_payload(decode=True).decode() for part in failure.walk() if not part.is_multipart())
+    assert f"ethereum {DATE} raw_alerts.parquet: sha256 checksum mismatch" in body

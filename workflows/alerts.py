@@ -1,0 +1,45 @@
+"""The notice that a task has failed for the last time: one structured log
+line, and a JSON POST to ALERT_WEBHOOK_URL when it is set.
+
+luigid decides when to give up on a task (retry_count failures within
+[scheduler] disable_window); the workers count the same failures in Redis,
+so the process that sees the last one can say so."""
+import json
+import logging
+import urllib.request
+
+from luigi.configuration import get_config
+
+logger = logging.getLogger("workflows.alerts")
+DEFAULT_DISABLE_WINDOW = 3600
+
+
+def disable_window():
+    return get_config().getint("scheduler", "disable_window", DEFAULT_DISABLE_WINDOW)
+
+
+def count_failure(redis, key):
+    """Adds one failure to the count of the last disable_window seconds; returns the count."""
+    with redis.pipeline() as pipe:
+        pipe.incr(key)
+        pipe.expire(key, disable_window())
+        count, _ = pipe.execute()
+    return count
+
+
+def notice(network, date, task, reason, attempts, table=None):
+    return {"event": "task_gave_up", "network": network, "date": date.isoformat(), "task": task, "table": table,
+            "attempts": attempts, "reason": reason}
+
+
+def send(body, webhook_url=None):
+    logger.error(json.dumps(body, sort_keys=True))
+    if not webhook_url:
+        return
+    request = urllib.request.Request(webhook_url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+    except OSError as exc:  # the notice is best effort; the run's exit status already says it failed
+        logger.error("could not post the failure notice to ALERT_WEBHOOK_URL: %s", exc)
