@@ -1,9 +1,12 @@
 """Real Redis, ClickHouse and luigid, started once per test session on free
 loopback ports in a temporary directory, and a clean slate for every test."""
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
+import urllib.parse
+import urllib.request
 
 import luigi
 import pytest
@@ -94,6 +97,13 @@ class Pipeline:
         return self.ch.execute(
             f"SELECT table_name, processing_date, loaded, rows, version FROM {self.database(network)}.ingestion_markers"
             " ORDER BY version")
+
+
+def luigid_tasks(url, status):
+    """luigid's tasks of one status, as its visualiser reads them."""
+    query = urllib.parse.quote(json.dumps({"status": status}))
+    with urllib.request.urlopen(f"{url}api/task_list?data={query}") as response:
+        return json.load(response)["response"]
 
 
 def expected_rows(arrow_table, table, columns=None):

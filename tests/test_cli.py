@@ -4,7 +4,7 @@ import os
 import shutil
 import time
 
-from conftest import DATE, REPO, WINDOW
+from conftest import DATE, REPO
 
 from workflows import cli
 from workflows.meta import TABLES

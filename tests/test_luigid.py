@@ -1,18 +1,9 @@
 """The `luigi` command as cron runs it, through a real luigid."""
-import json
 import os
-import urllib.parse
-import urllib.request
 
-from conftest import DATE
+from conftest import DATE, luigid_tasks
 
 from workflows.meta import TABLES
-
-
-def luigid_tasks(url, status):
-    query = urllib.parse.quote(json.dumps({"status": status}))
-    with urllib.request.urlopen(f"{url}api/task_list?data={query}") as response:
-        return json.load(response)["response"]
 
 
 def test_run_daily_through_luigid(pipeline, luigid):

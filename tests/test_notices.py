@@ -11,15 +11,9 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from conftest import DATE
+from conftest import DATE, luigid_tasks
 
 from workflows.meta import TABLES
-
-
-def luigid_tasks(url, status):
-    query = urllib.parse.quote(json.dumps({"status": status}))
-    with urllib.request.urlopen(f"{url}api/task_list?data={query}") as response:
-        return json.load(response)["response"]
 
 
 def tamper(pipeline, filename="raw_alerts.parquet"):

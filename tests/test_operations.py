@@ -1,24 +1,15 @@
 """What an operator relies on at night: retries through luigid, exit
 statuses cron can see, backfill, status and reset, concurrent runs."""
-import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-import urllib.parse
-import urllib.request
 
-from conftest import DATE, REPO, WINDOW
+from conftest import DATE, REPO, luigid_tasks
 
 from workflows.meta import TABLES
-
-
-def luigid_tasks(url, status):
-    query = urllib.parse.quote(json.dumps({"status": status}))
-    with urllib.request.urlopen(f"{url}api/task_list?data={query}") as response:
-        return json.load(response)["response"]
 
 
 def run_daily(pipeline, *extra, **env):

@@ -3,12 +3,12 @@ run does, what deleting one target redoes."""
 import datetime as dt
 import os
 
-import pytest
 from conftest import DATE, WINDOW, expected_rows
 
 from targets import ClickHouseMarkerTarget
 from workflows import tasks
 from workflows.meta import TABLES
+from workflows.sample import make_snapshot
 
 
 def test_two_networks_load_row_by_row(pipeline):
@@ -68,11 +68,10 @@ def test_reload_replaces_the_day_and_leaves_other_dates(pipeline):
     other = DATE - dt.timedelta(days=1)
     pipeline.publish(date=other)
     assert pipeline.run(date=other)
-    pipeline.publish(tables=None)
+    pipeline.publish()
     assert pipeline.run()
     # the SOT republishes the day with other rows; a reset table is replaced, not appended to
-    republished = pipeline.publish(tables=__import__("workflows.sample", fromlist=["x"]).make_snapshot(
-        "ethereum", DATE, WINDOW, 300, seed=7))
+    republished = pipeline.publish(tables=make_snapshot("ethereum", DATE, WINDOW, 300, seed=7))
     ClickHouseMarkerTarget(pipeline.ch, "risk_assessment_ethereum", "ethereum", DATE, WINDOW, "raw_features").remove()
 
     assert pipeline.run()

@@ -3,7 +3,6 @@ the SOT writes them (Arrow types of contract section 5). Used by `make demo`,
 the tests and the benchmark. Vectorised, so a million feature rows take
 seconds."""
 import datetime as dt
-import hashlib
 import json
 import os
 
