@@ -35,6 +35,7 @@ import tempfile
 import time
 
 import pyarrow.parquet as pq
+import redis
 from clickhouse_driver import Client
 
 from workflows import clickhouse, loader, meta
@@ -267,8 +268,6 @@ def reset_pipeline_state(ch, servers):
     for (database,) in ch.execute("SHOW DATABASES"):
         if database.startswith("risk_assessment_"):
             ch.execute(f"DROP DATABASE {database}")
-    import redis
-
     redis.Redis.from_url(servers.env()["REDIS_URL"]).flushdb()
 
 
@@ -329,7 +328,7 @@ def summarise(paths, load, reference, checksums):
             "native_mb_per_second": native / seconds, "clickhouse_client_seconds": client,
             "clickhouse_client_native_mb_per_second": native / client, "ratio": seconds / client,
         }
-    sums = {t: c for t, c in checksums.items()}
+    sums = dict(checksums)
     project = sum(c["project_seconds"] for c in sums.values())
     tool = sum(c["sha256sum_seconds"] for c in sums.values())
     sums["total"] = {"bytes": sum(c["bytes"] for c in checksums.values()), "project_seconds": project,

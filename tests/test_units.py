@@ -158,3 +158,29 @@ def test_tables_have_the_contract_columns():
     sql = create_table_sql("db", TABLES["raw_alerts"])
     assert "`volume_usd` Decimal128(18) DEFAULT 0" in sql and "`created_at` DateTime DEFAULT now()" in sql
     assert "PARTITION BY (processing_date, window_days)" in sql and "LowCardinality" not in sql
+
+
+def test_prefetched_keeps_order_and_hands_over_errors():
+    from workflows.loader import _prefetched
+
+    assert list(_prefetched(iter(range(100)), 2)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise ValueError("corrupt page")
+
+    items = _prefetched(failing(), 2)
+    assert next(items) == 1
+    with pytest.raises(ValueError, match="corrupt page"):
+        next(items)
+
+
+def test_prefetched_stops_its_thread_when_the_consumer_stops():
+    import threading
+
+    from workflows.loader import _prefetched
+
+    items = _prefetched(iter(range(10**6)), 2)
+    assert next(items) == 0
+    items.close()  # the consumer failed, e.g. the server went away
+    assert not [t for t in threading.enumerate() if t.name == "parquet-prefetch"]

@@ -1,6 +1,9 @@
 """Parquet files against their ClickHouse tables: check that a file fits,
 and load it by streaming it into a staging table and swapping the day's
 slice. Both read in batches, so memory does not grow with the file."""
+import queue
+import threading
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -8,7 +11,21 @@ import pyarrow.parquet as pq
 from . import clickhouse
 from .native import ColumnMismatch, conform, encode
 
-BATCH_ROWS = 65536
+# Memory stays bounded by the batch and the file's row group, not the file:
+# no pre-buffering of column chunks (pyarrow's default keeps what it has read
+# until the file is closed), chunks read through a small buffer, and freed
+# memory returned to the system at once.
+BATCH_ROWS = 8192
+READ_BUFFER_BYTES = 64 << 10
+PREFETCH_BATCHES = 1
+
+
+def _return_freed_memory_at_once():
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)
+    except NotImplementedError:  # a pyarrow built without jemalloc keeps its default pool
+        pass
 
 
 class FileMismatch(ValueError):
@@ -32,8 +49,9 @@ class CheckedParquet:
     window_days, network) checked against the snapshot."""
 
     def __init__(self, path, table, date, window_days, network):
+        _return_freed_memory_at_once()
         try:
-            self.parquet = pq.ParquetFile(path)
+            self.parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
         except (pa.ArrowException, OSError) as exc:
             raise FileMismatch(f"not a readable Parquet file ({_one_line(exc)})") from None
         self.columns = plan_columns(table, self.parquet.schema_arrow)
@@ -87,11 +105,13 @@ def load_parquet(ch, database, table, path, date, window_days, network, on_progr
     source = CheckedParquet(path, table, date, window_days, network)
     staging = staging_name(table.name, date, window_days)
     clickhouse.recreate_staging(ch, database, table.name, staging)
+    encoded = ((n, [(column.name, column.type, encode(array, column.type)) for column, array in arrays])
+               for n, arrays in source.batches())
     try:
         rows = 0
         with clickhouse.native_insert(ch, database, staging, [c.name for c in source.columns]) as send:
-            for n, arrays in source.batches():
-                send(n, [(column.name, column.type, encode(array, column.type)) for column, array in arrays])
+            for n, columns in _prefetched(encoded, PREFETCH_BATCHES):
+                send(n, columns)
                 rows += n
                 if on_progress:
                     on_progress(rows, source.num_rows)
@@ -99,6 +119,47 @@ def load_parquet(ch, database, table, path, date, window_days, network, on_progr
     finally:
         clickhouse.drop_table(ch, database, staging)
     return rows
+
+
+def _prefetched(items, depth):
+    """Iterates `items` in a thread, up to `depth` ahead: reading and
+    encoding the next batch overlaps sending this one (both release the GIL).
+    An exception in the thread is raised here."""
+    pending = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry):
+        while not stop.is_set():
+            try:
+                pending.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as exc:  # handed to the consumer
+            put((end, exc))
+
+    thread = threading.Thread(target=produce, name="parquet-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = pending.get()
+            if item is end:
+                if error:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _one_line(exc):
