@@ -1,14 +1,15 @@
-"""ClickHouse access: connections, schema, the streaming Native insert and the
-atomic swap of one (processing_date, window_days) slice."""
+"""ClickHouse access: schema, the streaming Native insert and the atomic swap
+of one (processing_date, window_days) slice. The clients are in resources."""
 from contextlib import contextmanager
 
+from clickhouse_driver import defines
 from clickhouse_driver.block import BlockInfo, ColumnOrientedBlock
 from clickhouse_driver.protocol import ClientPacketTypes
-from clickhouse_driver import defines
 from clickhouse_driver.varint import write_varint
 from clickhouse_driver.writer import write_binary_str, write_binary_uint8
 
 from .schema import TABLES, create_marker_table_sql, create_table_sql, quote_identifier
+
 
 def ensure_schema(ch, database):
     """Creates the database, the four tables and the marker table when missing."""

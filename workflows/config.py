@@ -150,7 +150,8 @@ def _flag(env, name):
 def _database_template(template):
     probe = template.replace("{network}", "x")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", probe):
-        raise ConfigError(f"CLICKHOUSE_DATABASE: {template!r} is not a database name (letters, digits, _ and {{network}})")
+        raise ConfigError(f"CLICKHOUSE_DATABASE: {template!r} is not a database name"
+                          " (letters, digits, _ and {network})")
     return template
 
 

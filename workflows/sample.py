@@ -137,11 +137,12 @@ def _timestamps(rng, date, n):
 
 def _created_at(date, n):
     stamp = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(0, 30))
-    return pa.array([stamp] * n, type=pa.timestamp("s")) if n < 1000 else pa.repeat(pa.scalar(stamp, pa.timestamp("s")), n)
+    return pa.repeat(pa.scalar(stamp, pa.timestamp("s")), n)
 
 
 def _common(date, window_days, n):
-    return {"window_days": np.full(n, window_days, np.uint16), "processing_date": pa.repeat(pa.scalar(date, pa.date32()), n)}
+    return {"window_days": np.full(n, window_days, np.uint16),
+            "processing_date": pa.repeat(pa.scalar(date, pa.date32()), n)}
 
 
 def _features(rng, date, window_days, addresses):

@@ -55,7 +55,7 @@ class IngestionTask(luigi.Task):
     date = luigi.DateParameter()
     window_days = luigi.IntParameter()
 
-    _schemas_ready = set()  # (pid, database) whose tables exist
+    _schemas_ready = set()  # (pid, server, database) whose tables exist, checked once per process
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -227,30 +227,36 @@ class VerifyChecksums(IngestionTask):
 
     def execute(self):
         entries = list(self.meta().values())
-        paths = {e.table: os.path.join(self.download_dir, e.filename) for e in entries}
+        paths = {e.filename: os.path.join(self.download_dir, e.filename) for e in entries}
         for entry in entries:
-            if not os.path.isfile(paths[entry.table]):
+            if not os.path.isfile(paths[entry.filename]):
                 raise self.bad_input(entry.filename, "listed in META.json but missing")
+        self.verify_checksums(entries, paths)
+        for entry in entries:
+            self.check_fits_table(entry, paths[entry.filename])
+        self.output().touch()
+
+    def verify_checksums(self, entries, paths):
         total = sum(os.path.getsize(p) for p in paths.values()) or 1
         hashed = 0
         for entry in entries:
             def progress(done, before=hashed):
                 self.report(f"{entry.filename}: {(before + done) / 1e6:,.0f} / {total / 1e6:,.0f} MB hashed",
                             100 * (before + done) / total)
-            actual = file_digest(paths[entry.table], entry.algorithm, progress)
+            actual = file_digest(paths[entry.filename], entry.algorithm, progress)
             if actual != entry.digest:
-                raise self.bad_input(entry.filename,
-                                     f"{entry.algorithm} checksum mismatch: META.json has {entry.digest}, file has {actual}")
-            hashed += os.path.getsize(paths[entry.table])
-        for entry in entries:
-            def progress(done, rows):
-                self.report(f"{entry.filename}: {done:,} / {rows:,} rows checked", 100 * done / max(rows, 1))
-            try:
-                loader.check_parquet(paths[entry.table], TABLE_SCHEMAS[entry.table], self.date, self.window_days,
-                                     self.network, progress)
-            except loader.FileMismatch as exc:
-                raise self.bad_input(entry.filename, exc) from None
-        self.output().touch()
+                raise self.bad_input(entry.filename, f"{entry.algorithm} checksum mismatch:"
+                                                     f" META.json has {entry.digest}, file has {actual}")
+            hashed += os.path.getsize(paths[entry.filename])
+
+    def check_fits_table(self, entry, path):
+        def progress(done, rows):
+            self.report(f"{entry.filename}: {done:,} / {rows:,} rows checked", 100 * done / max(rows, 1))
+        try:
+            loader.check_parquet(path, TABLE_SCHEMAS[entry.table], self.date, self.window_days, self.network,
+                                 progress)
+        except loader.FileMismatch as exc:
+            raise self.bad_input(entry.filename, exc) from None
 
 
 class LoadTable(IngestionTask):
