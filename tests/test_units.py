@@ -184,3 +184,14 @@ def test_prefetched_stops_its_thread_when_the_consumer_stops():
     assert next(items) == 0
     items.close()  # the consumer failed, e.g. the server went away
     assert not [t for t in threading.enumerate() if t.name == "parquet-prefetch"]
+
+
+def test_env_example_lists_every_variable_with_its_default():
+    import os
+
+    from workflows.config import DEFAULTS, LUIGI_CFG_DEFAULTS
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".env.example")
+    listed = dict(line.split("=", 1) for line in open(path).read().splitlines() if line and not line.startswith("#"))
+    expected = {**DEFAULTS, **LUIGI_CFG_DEFAULTS, "REDIS_URL": "redis://localhost:6379/0", "SOT_URL": "/srv/sot"}
+    assert listed == expected
