@@ -38,3 +38,15 @@ def test_bad_setting_stops_before_any_io(pipeline):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == "configuration error: CLICKHOUSE_PORT: 'nine' is not a whole number"
     assert not os.path.exists(pipeline.downloads)
+
+
+def test_bad_network_name_is_refused_before_any_io(pipeline):
+    pipeline.publish()
+
+    result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum,Eth-2",
+                              "--local-scheduler")
+
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == \
+        "configuration error: network: 'Eth-2' is not a network name ([a-z0-9_]+)"
+    assert not os.path.exists(pipeline.downloads)

@@ -195,3 +195,13 @@ def test_env_example_lists_every_variable_with_its_default():
     listed = dict(line.split("=", 1) for line in open(path).read().splitlines() if line and not line.startswith("#"))
     expected = {**DEFAULTS, **LUIGI_CFG_DEFAULTS, "REDIS_URL": "redis://localhost:6379/0", "SOT_URL": "/srv/sot"}
     assert listed == expected
+
+
+def test_sot_url_forms(tmp_path):
+    from workflows.sot import LocalSnapshotSource, open_source
+
+    assert open_source(str(tmp_path)).root == str(tmp_path)
+    source = open_source(f"file://{tmp_path}/store%20a")
+    assert isinstance(source, LocalSnapshotSource) and source.root == f"{tmp_path}/store a"
+    with pytest.raises(ConfigError, match="SOT_URL: s3:// stores are not supported yet"):
+        open_source("s3://bucket/prefix")
