@@ -205,3 +205,18 @@ def test_sot_url_forms(tmp_path):
     assert isinstance(source, LocalSnapshotSource) and source.root == f"{tmp_path}/store a"
     with pytest.raises(ConfigError, match="SOT_URL: s3:// stores are not supported yet"):
         open_source("s3://bucket/prefix")
+
+
+def test_dictionary_and_timezone_columns_are_taken_as_their_values():
+    categorical = pa.array(["USDT", "ETH", "USDT"]).dictionary_encode()
+    assert native(categorical, "String") == b"\x04USDT\x03ETH\x04USDT"
+    aware = pa.array([dt.datetime(2024, 10, 31, 0, 30)], pa.timestamp("ms", tz="UTC"))
+    assert native(aware, "DateTime") == struct.pack("<I", 1730334600)
+
+
+def test_strings_of_one_length_take_the_same_layout():
+    addresses = ["0x" + f"{i:040x}" for i in range(5)]
+    array = pa.array(["skipped"] + addresses).slice(1)
+    assert native(array, "String") == b"".join(b"\x2a" + a.encode() for a in addresses)
+    assert native(pa.array(["", ""]), "String") == b"\x00\x00"
+    assert native(pa.array(["é" * 64] * 2), "String") == b"".join([leb128(128) + ("é" * 64).encode()] * 2)

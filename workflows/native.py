@@ -49,6 +49,8 @@ def conform(array, ch_type):
     Integers of any width are accepted when every value fits."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
+    if pa.types.is_dictionary(array.type):  # e.g. written from a pandas Categorical
+        array = array.dictionary_decode()
     if array.null_count:
         raise ColumnMismatch(f"{array.null_count} null value(s) in a non-nullable {ch_type} column")
     target = arrow_type(ch_type)
@@ -134,6 +136,13 @@ def _strings(array):
     offsets = np.frombuffer(array.buffers()[1], np.int32, len(array) + 1, array.offset * 4).astype(np.int64)
     lengths = np.diff(offsets)
     data = np.frombuffer(array.buffers()[2] or b"", dtype=np.uint8)[offsets[0] : offsets[-1]]
+    if len(lengths) and lengths.min() == lengths.max() < 128:
+        # all values of one short length (addresses, ids): rows of [length, bytes]
+        width = int(lengths[0])
+        rows = np.empty((len(lengths), width + 1), dtype=np.uint8)
+        rows[:, 0] = width
+        rows[:, 1:] = data.reshape(len(lengths), width)
+        return rows.ravel()
     prefix = np.ones(len(lengths), dtype=np.int64)  # one byte per 7 bits of length
     for bits in (7, 14, 21, 28):
         prefix += lengths >= (1 << bits)
