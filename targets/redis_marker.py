@@ -20,10 +20,19 @@ class RedisMarkerTarget(luigi.Target):
         self.token = token
 
     def exists(self):
-        if self.token is None:  # what it vouches for is gone
-            return False
-        value = self.redis.get(self.key)
-        return value is not None and value.decode() == self.token
+        return self._vouches(self.redis.get(self.key) if self.token is not None else None)
+
+    def _vouches(self, value):
+        # a token of None: what the marker vouches for is gone
+        return self.token is not None and value is not None and value.decode() == self.token
+
+    @staticmethod
+    def exist_all(targets):
+        """exists() of several markers on one server, in one round trip."""
+        if not targets:
+            return []
+        values = targets[0].redis.mget([t.key for t in targets])
+        return [t._vouches(v) for t, v in zip(targets, values)]
 
     def touch(self):
         self.redis.set(self.key, self.token)

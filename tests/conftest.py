@@ -3,6 +3,7 @@ loopback ports in a temporary directory, and a clean slate for every test."""
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -65,21 +66,43 @@ class Pipeline:
         return luigi.build([tasks.RunDaily(date=date, networks=networks)], local_scheduler=True,
                            log_level="WARNING")
 
+    def snapshot_file(self, filename, network="ethereum", date=DATE):
+        return os.path.join(self.snapshot_dir(network, date), filename)
+
+    def tamper(self, filename, data=b"tampered"):
+        """Changes a published file after its checksum was written."""
+        with open(self.snapshot_file(filename), "ab") as stream:
+            stream.write(data)
+
+    def withhold_meta(self):
+        """The SOT has not finished its export: no META.json yet."""
+        shutil.move(self.snapshot_file("META.json"), self.snapshot_file("META.json.later"))
+
+    def release_meta(self):
+        shutil.move(self.snapshot_file("META.json.later"), self.snapshot_file("META.json"))
+
+    def _cli(self, args, env):
+        command = [os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows", *args]
+        return command, {**os.environ, **self.env, **env}
+
     def run_cli(self, *args, **env):
         """The `luigi` command as an operator types it."""
-        command = [os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows", *args]
-        return subprocess.run(command, cwd=REPO, env={**os.environ, **self.env, **env}, capture_output=True,
-                              text=True, timeout=300)
+        command, env = self._cli(args, env)
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
-    def ran_tasks(self, kind):
-        return [t for t in self.ran if type(t).__name__ == kind]
+    def start_cli(self, *args, **env):
+        """The `luigi` command, started in the background; its stderr goes to its stdout."""
+        command, env = self._cli(args, env)
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
 
     def database(self, network="ethereum"):
         return f"risk_assessment_{network}"
 
     def count(self, table, network="ethereum", date=DATE):
         return self.ch.execute(
-            f"SELECT count() FROM {self.database(network)}.{table} WHERE processing_date = %(d)s AND window_days = %(w)s",
+            f"SELECT count() FROM {self.database(network)}.{table}"
+            " WHERE processing_date = %(d)s AND window_days = %(w)s",
             {"d": date, "w": WINDOW})[0][0]
 
     def counts(self, network="ethereum", date=DATE):

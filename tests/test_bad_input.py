@@ -33,19 +33,25 @@ def replace_column(tables, table, name, array):
     return tables
 
 
+def with_last_value(table, column, first, last, type_):
+    """The sample snapshot with `column` of `table` all `first` but the last row."""
+    n = default_sizes(FEATURE_ROWS)[table]
+    return replace_column(snapshot(), table, column, pa.array([first] * (n - 1) + [last], type_))
+
+
 def snapshot():
     return make_snapshot("ethereum", DATE, WINDOW, FEATURE_ROWS)
 
 
 def meta_missing(p):
     p.publish()
-    os.remove(os.path.join(p.snapshot_dir(), "META.json"))
+    os.remove(p.snapshot_file("META.json"))
     return "META.json", "missing"
 
 
 def meta_not_json(p):
     p.publish()
-    with open(os.path.join(p.snapshot_dir(), "META.json"), "w") as stream:
+    with open(p.snapshot_file("META.json"), "w") as stream:
         stream.write('{"files": [')
     return "META.json", "not valid JSON"
 
@@ -70,20 +76,19 @@ def meta_path_as_file_name(p):
 
 def listed_file_missing(p):
     p.publish()
-    os.remove(os.path.join(p.snapshot_dir(), "raw_clusters.parquet"))
+    os.remove(p.snapshot_file("raw_clusters.parquet"))
     return "raw_clusters.parquet", "listed in META.json but missing"
 
 
 def checksum_mismatch(p):
     p.publish()
-    with open(os.path.join(p.snapshot_dir(), "raw_address_labels.parquet"), "ab") as stream:
-        stream.write(b"\0")
+    p.tamper("raw_address_labels.parquet", b"\0")
     return "raw_address_labels.parquet", "sha256 checksum mismatch"
 
 
 def corrupt_parquet(p):
     p.publish()
-    with open(os.path.join(p.snapshot_dir(), "raw_clusters.parquet"), "wb") as stream:
+    with open(p.snapshot_file("raw_clusters.parquet"), "wb") as stream:
         stream.write(b"PAR1" + os.urandom(4096))
     rewrite_meta(p)
     return "raw_clusters.parquet", "not a readable Parquet file"
@@ -104,23 +109,17 @@ def value_out_of_range(p):
 
 
 def null_in_non_nullable_column(p):
-    n = default_sizes(FEATURE_ROWS)["raw_alerts"]
-    p.publish(tables=replace_column(snapshot(), "raw_alerts", "description",
-                                    pa.array(["x"] * (n - 1) + [None], pa.string())))
+    p.publish(tables=with_last_value("raw_alerts", "description", "x", None, pa.string()))
     return "raw_alerts.parquet", "column description: 1 null value(s)"
 
 
 def rows_of_another_date(p):
-    n = default_sizes(FEATURE_ROWS)["raw_address_labels"]
-    p.publish(tables=replace_column(snapshot(), "raw_address_labels", "processing_date",
-                                    pa.array([DATE] * (n - 1) + [OTHER_DATE], pa.date32())))
+    p.publish(tables=with_last_value("raw_address_labels", "processing_date", DATE, OTHER_DATE, pa.date32()))
     return "raw_address_labels.parquet", f"rows of {OTHER_DATE} in a snapshot of {DATE}"
 
 
 def rows_of_another_network(p):
-    n = default_sizes(FEATURE_ROWS)["raw_address_labels"]
-    p.publish(tables=replace_column(snapshot(), "raw_address_labels", "network",
-                                    pa.array(["ethereum"] * (n - 1) + ["bitcoin"])))
+    p.publish(tables=with_last_value("raw_address_labels", "network", "ethereum", "bitcoin", pa.string()))
     return "raw_address_labels.parquet", "rows of bitcoin in a snapshot of ethereum"
 
 

@@ -70,7 +70,8 @@ def test_crontab_is_the_commands_default_output(monkeypatch, capsys):
         ("0", "1", "ethereum"), ("15", "1", "bitcoin"), ("30", "1", "torus"),
         ("0", "3", "ethereum"), ("15", "3", "bitcoin"), ("30", "3", "torus")]
     for job in jobs:
-        assert "flock" in job and "-n" in job and job[-3:] == [">>", f"/var/log/sot-ingestion/{job[job.index('--networks') + 1]}.log", "2>&1"]
+        network = job[job.index("--networks") + 1]
+        assert "flock" in job and "-n" in job and job[-3:] == [">>", f"/var/log/sot-ingestion/{network}.log", "2>&1"]
 
 
 def test_crontab_follows_the_configured_networks(monkeypatch, capsys):

@@ -19,8 +19,7 @@ def test_run_daily_through_luigid(pipeline, luigid):
 
 def test_failed_run_exits_non_zero_with_the_reason(pipeline, luigid):
     pipeline.publish()
-    with open(os.path.join(pipeline.snapshot_dir(), "raw_alerts.parquet"), "ab") as stream:
-        stream.write(b"tampered")
+    pipeline.tamper("raw_alerts.parquet")
 
     result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
 
@@ -36,7 +35,8 @@ def test_bad_setting_stops_before_any_io(pipeline):
     result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--local-scheduler", CLICKHOUSE_PORT="nine")
 
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == "configuration error: CLICKHOUSE_PORT: 'nine' is not a whole number"
+    assert result.stderr.strip().splitlines()[-1] == \
+        "configuration error: CLICKHOUSE_PORT: 'nine' is not a whole number"
     assert not os.path.exists(pipeline.downloads)
 
 

@@ -3,7 +3,6 @@ the visualiser, metrics, and the notice of a task that failed for the last
 time (log line, webhook, Luigi's e-mail)."""
 import email
 import json
-import os
 import socketserver
 import threading
 import urllib.parse
@@ -14,11 +13,6 @@ import pytest
 from conftest import DATE, luigid_tasks
 
 from workflows.meta import TABLES
-
-
-def tamper(pipeline, filename="raw_alerts.parquet"):
-    with open(os.path.join(pipeline.snapshot_dir(), filename), "ab") as stream:
-        stream.write(b"tampered")
 
 
 @pytest.fixture
@@ -102,16 +96,14 @@ def test_luigid_serves_prometheus_metrics(pipeline, luigid):
     assert 'luigi_task_done_total{family="RunDaily"} 1.0' in metrics.splitlines()
 
 
-def test_last_failure_gives_one_log_line_and_one_webhook_post(pipeline, webhook, caplog):
+def test_last_failure_gives_one_log_line_and_one_webhook_post(pipeline, webhook, caplog, monkeypatch):
     url, bodies = webhook
-    pipeline.env["ALERT_WEBHOOK_URL"] = url
-    os.environ["ALERT_WEBHOOK_URL"] = url
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", url)
     pipeline.publish()
-    tamper(pipeline)
+    pipeline.tamper("raw_alerts.parquet")
 
     with caplog.at_level("ERROR", logger="workflows.alerts"):
         assert not pipeline.run()
-    del os.environ["ALERT_WEBHOOK_URL"]
 
     expected = {"event": "task_gave_up", "network": "ethereum", "date": DATE.isoformat(), "task": "VerifyChecksums",
                 "table": None, "attempts": 1}
@@ -125,7 +117,7 @@ def test_last_failure_gives_one_log_line_and_one_webhook_post(pipeline, webhook,
 def test_no_notice_while_attempts_remain(pipeline, webhook, luigid):
     url, bodies = webhook
     pipeline.publish()
-    tamper(pipeline)
+    pipeline.tamper("raw_alerts.parquet")
 
     result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum",
                               INGESTION_RETRY_ATTEMPTS="2", ALERT_WEBHOOK_URL=url)
@@ -138,7 +130,7 @@ def test_no_notice_while_attempts_remain(pipeline, webhook, luigid):
 def test_luigi_email_is_sent_when_configured(pipeline, smtp_sink):
     port, messages = smtp_sink
     pipeline.publish()
-    tamper(pipeline)
+    pipeline.tamper("raw_alerts.parquet")
 
     result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler",
                               ALERT_EMAIL_TO="ops@example.com", SMTP_HOST="127.0.0.1", SMTP_PORT=str(port))

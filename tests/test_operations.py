@@ -1,24 +1,28 @@
 """What an operator relies on at night: retries through luigid, exit
 statuses cron can see, backfill, status and reset, concurrent runs."""
 import os
-import shutil
-import subprocess
-import sys
 import time
 
 from conftest import DATE, REPO, luigid_tasks
 
 from workflows.meta import TABLES
 
+RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
+
 
 def run_daily(pipeline, *extra, **env):
-    return pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", *extra, **env)
+    return pipeline.run_cli(*RUN_DAILY, *extra, **env)
+
+
+def wait_for_a_failure(luigid, seconds=60):
+    deadline = time.monotonic() + seconds
+    while not luigid_tasks(luigid, "FAILED") and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def test_failed_task_is_retried_by_luigid_then_given_up(pipeline, luigid):
     pipeline.publish()
-    with open(os.path.join(pipeline.snapshot_dir(), "raw_alerts.parquet"), "ab") as stream:
-        stream.write(b"tampered")
+    pipeline.tamper("raw_alerts.parquet")
     started = time.monotonic()
 
     result = run_daily(pipeline, INGESTION_RETRY_ATTEMPTS="3")
@@ -34,16 +38,10 @@ def test_failed_task_is_retried_by_luigid_then_given_up(pipeline, luigid):
 
 def test_retry_succeeds_when_the_snapshot_arrives_late(pipeline, luigid):
     pipeline.publish()
-    meta = os.path.join(pipeline.snapshot_dir(), "META.json")
-    shutil.move(meta, meta + ".later")
-    command = [os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows", "RunDaily",
-               "--date", DATE.isoformat(), "--networks", "ethereum"]
-    run = subprocess.Popen(command, cwd=REPO, env={**os.environ, **pipeline.env, "INGESTION_RETRY_ATTEMPTS": "5"},
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while not luigid_tasks(luigid, "FAILED") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    shutil.move(meta + ".later", meta)  # the SOT finishes its export
+    pipeline.withhold_meta()
+    run = pipeline.start_cli(*RUN_DAILY, INGESTION_RETRY_ATTEMPTS="5")
+    wait_for_a_failure(luigid)
+    pipeline.release_meta()  # the SOT finishes its export
 
     output = run.communicate(timeout=300)[0]
 
@@ -75,12 +73,11 @@ def test_a_later_run_tries_again_after_a_run_gave_up(pipeline, start_luigid, tmp
     scaled.write_text(text.replace("disable_persist = 3600", "disable_persist = 3"))
     start_luigid(str(scaled))
     pipeline.publish()
-    meta = os.path.join(pipeline.snapshot_dir(), "META.json")
-    shutil.move(meta, meta + ".later")
+    pipeline.withhold_meta()
 
     first = run_daily(pipeline, INGESTION_RETRY_ATTEMPTS="1")
     soon_after = run_daily(pipeline, INGESTION_RETRY_ATTEMPTS="1")
-    shutil.move(meta + ".later", meta)  # the SOT publishes at last
+    pipeline.release_meta()  # the SOT publishes at last
     time.sleep(3.5)
     later = run_daily(pipeline, INGESTION_RETRY_ATTEMPTS="1")
 
@@ -95,11 +92,8 @@ def test_two_runs_at_once_load_each_table_once(pipeline, luigid):
     """Two different RunDaily commands for the same date (an operator's next
     to cron's): luigid gives each task to one worker, the other waits."""
     tables = {network: pipeline.publish(network) for network in ("ethereum", "bitcoin")}
-    base = [os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows", "RunDaily",
-            "--date", DATE.isoformat()]
-    env = {**os.environ, **pipeline.env}
-    runs = [subprocess.Popen(base + ["--networks", networks], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True) for networks in ("ethereum,bitcoin", "ethereum")]
+    runs = [pipeline.start_cli("RunDaily", "--date", DATE.isoformat(), "--networks", networks)
+            for networks in ("ethereum,bitcoin", "ethereum")]
     outputs = [run.communicate(timeout=300)[0] for run in runs]
 
     # A process some of whose tasks luigid gave to the other one ends with
@@ -117,18 +111,12 @@ def test_two_runs_at_once_load_each_table_once(pipeline, luigid):
 
 def test_the_same_command_while_it_runs_is_refused_visibly(pipeline, luigid):
     pipeline.publish()
-    meta = os.path.join(pipeline.snapshot_dir(), "META.json")
-    shutil.move(meta, meta + ".later")  # the first run waits for the SOT, retrying
-    command = [os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows", "RunDaily",
-               "--date", DATE.isoformat(), "--networks", "ethereum"]
-    env = {**os.environ, **pipeline.env, "INGESTION_RETRY_ATTEMPTS": "10"}
-    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while not luigid_tasks(luigid, "FAILED") and time.monotonic() < deadline:
-        time.sleep(0.2)
+    pipeline.withhold_meta()  # the first run waits for the SOT, retrying
+    first = pipeline.start_cli(*RUN_DAILY, INGESTION_RETRY_ATTEMPTS="10")
+    wait_for_a_failure(luigid)
 
-    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    shutil.move(meta + ".later", meta)
+    second = run_daily(pipeline, INGESTION_RETRY_ATTEMPTS="10")
+    pipeline.release_meta()
     output = first.communicate(timeout=300)[0]
 
     assert second.returncode == 10, second.stderr[-2000:]  # [retcode] already_running

@@ -23,19 +23,19 @@ def step_tasks(step, network, date, window_days, table=None):
     return [cls(network, date, window_days)]
 
 
-def status(settings, dates, networks, window_days, out=None):
+def status(dates, networks, window_days, out=None):
     out = out or sys.stdout
     header = ["network", "date", "download", "validate", "checksums", *TABLES, "cleanup"]
     rows = []
     for network in networks:
+        states = Cleanup.day_states([Cleanup(network, date, window_days) for date in dates])
         for date in dates:
-            cleanup = Cleanup(network, date, window_days)
-            loaded = cleanup.loaded_tables()
+            loaded, marked = states[date]
             cells = [network, date.isoformat()]
             cells += ["done" if step_tasks(s, network, date, window_days)[0].complete() else "-"
                       for s in ("download", "validate", "checksums")]
             cells += [f"{loaded[t]:,}" if t in loaded else "-" for t in TABLES]
-            cells.append("done" if cleanup.complete() else "-")
+            cells.append("done" if Cleanup.is_done(loaded, marked) else "-")
             rows.append(cells)
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     for row in [header] + rows:
@@ -110,7 +110,7 @@ def main(argv=None):
         window_days = args.window_days or settings.window_days
         if args.command == "status":
             networks = [check_network(n) for n in args.network] if args.network else settings.networks
-            status(settings, args.date or [yesterday()], networks, window_days)
+            status(args.date or [yesterday()], networks, window_days)
         else:
             if args.table and args.step not in (None, "load"):
                 parser.error("--table goes with --step load")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+from .clickhouse import count_rows
 from .config import Settings
 from .local_servers import LocalServers
 from .meta import TABLES
@@ -62,9 +63,7 @@ def main(argv=None):
     print(f"\nRunDaily {date} (window {settings.window_days} days): exit status {run.returncode}, {seconds:.1f} s")
     print(f"{'network':<12}" + "".join(f"{t:>20}" for t in TABLES))
     for network in settings.networks:
-        counts = [ch.execute(f"SELECT count() FROM {settings.database_for(network)}.{t}"
-                             " WHERE processing_date = %(d)s AND window_days = %(w)s",
-                             {"d": date, "w": settings.window_days})[0][0] for t in TABLES]
+        counts = [count_rows(ch, settings.database_for(network), t, date, settings.window_days) for t in TABLES]
         print(f"{network:<12}" + "".join(f"{c:>20,}" for c in counts))
     print(f"\nvisualiser: {local.visualiser_url}")
     print(f"environment of this demo: {os.path.join(LOCAL, 'demo.env')}; stop the servers: "

@@ -56,8 +56,8 @@ class Server:
     """One server process, its pid file kept in `root` so that a later
     `make demo` finds it running and reuses it."""
 
-    def __init__(self, name, root, port, command, ready, env=None):
-        self.name, self.root, self.port, self.command, self.ready = name, root, port, command, ready
+    def __init__(self, name, root, command, ready, env=None):
+        self.name, self.root, self.command, self.ready = name, root, command, ready
         self.env = env
         self.pidfile = os.path.join(root, f"{name}.pid")
         self.process = None
@@ -96,7 +96,7 @@ class Server:
 
 
 def redis_server(root, port):
-    return Server("redis", root, port,
+    return Server("redis", root,
                   ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", root, "--save", "",
                    "--appendonly", "no"],
                   lambda: _port_open(port))
@@ -111,7 +111,7 @@ def clickhouse_server(root, port, http_port):
         url = f"http://127.0.0.1:{http_port}/?query=SELECT%201"
         return urllib.request.urlopen(url, timeout=1).read().strip() == b"1"
 
-    return Server("clickhouse", root, port, ["clickhouse-server", f"--config-file={config}"], ready)
+    return Server("clickhouse", root, ["clickhouse-server", f"--config-file={config}"], ready)
 
 
 def luigid_server(root, port, luigi_config=None):
@@ -120,7 +120,7 @@ def luigid_server(root, port, luigi_config=None):
     variables luigi.cfg reads."""
     url = f"http://127.0.0.1:{port}/api/task_list?data=%7B%7D"
     env = dict(os.environ, **({"LUIGI_CONFIG_PATH": luigi_config} if luigi_config else {}))
-    return Server("luigid", root, port,
+    return Server("luigid", root,
                   [sys.executable, "-m", "workflows", "luigid", "--address", "127.0.0.1",
                    "--port", str(port), "--logdir", root, "--state-path", os.path.join(root, "luigid-state.pickle")],
                   lambda: urllib.request.urlopen(url, timeout=1).status == 200, env=env)
@@ -137,7 +137,6 @@ class LocalServers:
         self.clickhouse_port = clickhouse_port or free_port()
         self.clickhouse_http_port = clickhouse_http_port or free_port()
         self.luigid_port = luigid_port or free_port()
-        self.luigi_config = luigi_config
         self.servers = [
             redis_server(self.root, self.redis_port),
             clickhouse_server(self.root, self.clickhouse_port, self.clickhouse_http_port),

@@ -125,7 +125,7 @@ def _usd(rng, n, scale=1e4, sigma=2.0, signed=False):
     return micros.cast(pa.decimal128(38, 18))
 
 
-def _list(rng, values, lengths):
+def _list(values, lengths):
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
@@ -177,8 +177,8 @@ def _features(rng, date, window_days, addresses):
     cols["khop2_count"] = cols["khop1_count"] * np.uint32(7)
     cols["khop3_count"] = cols["khop2_count"] * np.uint32(5)
     cols["dominant_asset_in"], cols["dominant_asset_out"] = _choice(rng, ASSETS, n), _choice(rng, ASSETS, n)
-    cols["hourly_activity"] = _list(rng, pa.array(rng.integers(0, 400, 24 * n).astype(np.uint16)), np.full(n, 24))
-    cols["daily_activity"] = _list(rng, pa.array(rng.integers(0, 2000, 7 * n).astype(np.uint16)), np.full(n, 7))
+    cols["hourly_activity"] = _list(pa.array(rng.integers(0, 400, 24 * n).astype(np.uint16)), np.full(n, 24))
+    cols["daily_activity"] = _list(pa.array(rng.integers(0, 2000, 7 * n).astype(np.uint16)), np.full(n, 7))
     for column in SCHEMAS["raw_features"].columns:
         if column.name.startswith("is_"):
             cols[column.name] = rng.random(n) < 0.1
@@ -206,7 +206,7 @@ def _alerts(rng, network, date, window_days, addresses, n):
     cols["evidence_json"] = pa.array([json.dumps({"tx_count": int(c), "hops": int(h)}) for c, h in
                                       zip(rng.poisson(20, n), rng.integers(1, 6, n))])
     lengths = rng.integers(0, 4, n)
-    cols["risk_indicators"] = _list(rng, _choice(rng, ["high_velocity", "new_address", "round_amounts",
+    cols["risk_indicators"] = _list(_choice(rng, ["high_velocity", "new_address", "round_amounts",
                                                        "mixer_exposure", "sanctions_exposure"], int(lengths.sum())),
                                     lengths)
     cols["created_at"] = _created_at(date, n)
@@ -222,10 +222,10 @@ def _clusters(rng, date, window_days, alerts, n):
     cols["pattern_id"] = _hex_ids(rng, n, 4, "pat-")
     cols["primary_alert_id"] = alert_ids.take(pa.array(rng.integers(0, len(alerts), n)))
     related = rng.integers(1, 6, n)
-    cols["related_alert_ids"] = _list(rng, alert_ids.take(pa.array(rng.integers(0, len(alerts), int(related.sum())))),
+    cols["related_alert_ids"] = _list(alert_ids.take(pa.array(rng.integers(0, len(alerts), int(related.sum())))),
                                       related)
     involved = rng.integers(1, 8, n)
-    cols["addresses_involved"] = _list(rng, _addresses(rng, "ethereum", int(involved.sum())), involved)
+    cols["addresses_involved"] = _list(_addresses(rng, "ethereum", int(involved.sum())), involved)
     cols["total_alerts"] = related.astype(np.uint32)
     cols["total_volume_usd"] = _usd(rng, n, scale=2e5)
     cols["severity_max"] = _choice(rng, SEVERITIES, n)

@@ -21,9 +21,6 @@ class Table:
     def column_names(self):
         return [c.name for c in self.columns]
 
-    def column(self, name):
-        return next(c for c in self.columns if c.name == name)
-
 
 def _columns(spec):
     """'name Type [DEFAULT expr], ...' as in the contract, one column per line."""

@@ -15,7 +15,7 @@ import luigi
 import redis
 
 from targets import ClickHouseMarkerTarget, RedisMarkerTarget
-from targets.clickhouse_marker import loaded_days, loaded_tables
+from targets.clickhouse_marker import loaded_days
 from targets.redis_marker import marker_key
 
 from . import alerts, clickhouse, loader
@@ -32,10 +32,11 @@ DOWNLOAD_STAMP = ".download"  # written last into a download; holds its id
 STEPS = ("download", "validate", "checksums", "load", "cleanup")  # in the order they run
 
 
-def load_settings():
-    """Settings, or the run stops here with one line naming the variable."""
+def configured(read, *args):
+    """`read(*args)`, or the run stops here, before any I/O, with one line
+    naming the setting that is wrong."""
     try:
-        return Settings.from_env()
+        return read(*args)
     except ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
 
@@ -59,11 +60,8 @@ class IngestionTask(luigi.Task):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.settings = load_settings()
-        try:
-            check_network(self.network)
-        except ConfigError as exc:
-            raise SystemExit(f"configuration error: {exc}") from None
+        self.settings = configured(Settings.from_env)
+        configured(check_network, self.network)
 
     @property
     def retry_count(self):
@@ -295,24 +293,28 @@ class Cleanup(IngestionTask):
     def output(self):
         return self.redis_marker("cleanup", "done")
 
-    def loaded_tables(self):
-        """{table: rows} of the tables loaded for this network and day."""
-        return loaded_tables(self.clickhouse, self.database, self.network, self.date, self.window_days)
-
     def complete(self):
         return self.date in self.done_dates([self])
 
     @staticmethod
-    def done_dates(cleanups):
-        """The dates of these tasks (one network and window) that are done, in
-        two queries: the cleanup marker is set and all four tables are loaded
-        (a reset table marker makes the day incomplete again)."""
+    def day_states(cleanups):
+        """{date: ({table: rows loaded}, cleanup marker set)} for these tasks
+        of one network and window, in two queries."""
         first = cleanups[0]
-        markers = first.redis.mget([c.output().key for c in cleanups])
+        marked = RedisMarkerTarget.exist_all([c.output() for c in cleanups])
         loaded = loaded_days(first.clickhouse, first.database, first.network, [c.date for c in cleanups],
                              first.window_days)
-        return {c.date for c, marker in zip(cleanups, markers)
-                if marker == b"done" and set(TABLES) <= set(loaded.get(c.date, {}))}
+        return {c.date: (loaded.get(c.date, {}), is_marked) for c, is_marked in zip(cleanups, marked)}
+
+    @staticmethod
+    def is_done(loaded, marked):
+        # a reset table marker makes the day incomplete again
+        return marked and set(TABLES) <= set(loaded)
+
+    @staticmethod
+    def done_dates(cleanups):
+        """The dates of these tasks (one network and window) that are done."""
+        return {date for date, state in Cleanup.day_states(cleanups).items() if Cleanup.is_done(*state)}
 
     def execute(self):
         shutil.rmtree(self.download_dir, ignore_errors=True)
@@ -326,11 +328,14 @@ class RunDaily(luigi.WrapperTask):
     networks = luigi.Parameter(default="", description="comma-separated; default INGESTION_NETWORKS")
     window_days = luigi.OptionalIntParameter(default=None, description="default INGESTION_WINDOW_DAYS")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        settings = configured(Settings.from_env)  # once, not at every complete()
+        self.resolved_networks = [n.strip() for n in self.networks.split(",") if n.strip()] or list(settings.networks)
+        self.resolved_window_days = self.window_days or settings.window_days
+
     def requires(self):
-        settings = load_settings()
-        networks = [n.strip() for n in self.networks.split(",") if n.strip()] or settings.networks
-        window_days = self.window_days or settings.window_days
-        return [Cleanup(network, self.date, window_days) for network in networks]
+        return [Cleanup(network, self.date, self.resolved_window_days) for network in self.resolved_networks]
 
     @classmethod
     def bulk_complete(cls, dates):
