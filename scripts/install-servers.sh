@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs Debian's redis-server, clickhouse-server and clickhouse-client when
+# Installs Debian's redis-server, clickhouse-server, clickhouse-client and faketime when
 # they are not on PATH. Needs root (or sudo) and a Debian-like system.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || missing+=(clickhouse-server)
 command -v clickhouse-client >/dev/null 2>&1 || missing+=(clickhouse-client)
+# tests: a clock shifted for one command
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing ${missing[*]}"
 sudo=""

@@ -119,7 +119,7 @@ class Pipeline:
     def markers(self, network="ethereum"):
         return self.ch.execute(
             f"SELECT table_name, processing_date, loaded, rows, version FROM {self.database(network)}.ingestion_markers"
-            " ORDER BY version")
+            " ORDER BY table_name, processing_date, version")
 
 
 def luigid_tasks(url, status):

@@ -2,6 +2,8 @@
 import datetime as dt
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 from conftest import DATE, REPO
@@ -11,7 +13,9 @@ from workflows.meta import TABLES
 
 
 def loaded_versions(pipeline):
-    return {table: version for table, _, loaded, _, version in pipeline.markers() if loaded}
+    """{table: version} of the tables whose latest marker row says loaded."""
+    latest = {table: (loaded, version) for table, _, loaded, _, version in pipeline.markers()}
+    return {table: version for table, (loaded, version) in latest.items() if loaded}
 
 
 def test_status_shows_steps_and_rows(pipeline, capsys):
@@ -40,6 +44,23 @@ def test_reset_one_table_redoes_that_table_and_cleanup(pipeline, capsys):
     assert pipeline.run()
     after = loaded_versions(pipeline)
     assert [t for t in TABLES if after[t] != before[t]] == ["raw_features"]
+
+
+def test_a_reset_from_a_host_whose_clock_is_behind_still_wins(pipeline):
+    """Marker versions come from the server, in the order of writes: a reset
+    made two minutes "earlier" than the load it resets still resets it."""
+    pipeline.publish()
+    assert pipeline.run()
+
+    reset = subprocess.run(
+        ["faketime", "-f", "-2m", sys.executable, "-m", "workflows", "reset", "--date", DATE.isoformat(),
+         "--network", "ethereum", "--table", "raw_alerts"],
+        cwd=REPO, env={**os.environ, **pipeline.env}, capture_output=True, text=True, timeout=120)
+
+    assert reset.returncode == 0, reset.stderr
+    assert "raw_alerts" not in loaded_versions(pipeline)
+    assert pipeline.run()
+    assert "raw_alerts" in loaded_versions(pipeline)
 
 
 def test_reset_download_redoes_every_step(pipeline, capsys):

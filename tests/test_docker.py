@@ -236,7 +236,10 @@ def test_redis_and_clickhouse_healthchecks_ask_the_server():
 
 def test_clickhouse_is_the_official_image_with_its_limits_and_a_volume():
     clickhouse = service("clickhouse")
-    assert clickhouse["image"].startswith("clickhouse/clickhouse-server")
+    image, _, tag = clickhouse["image"].partition(":")
+    assert image == "clickhouse/clickhouse-server"
+    major, minor = (int(part) for part in tag.split(".")[:2])
+    assert minor in (3, 8) and (major, minor) >= (26, 8)  # an LTS line (x.3, x.8), no floating "latest"
     nofile = clickhouse["ulimits"]["nofile"]
     assert (nofile if isinstance(nofile, int) else min(nofile["soft"], nofile["hard"])) >= 262144
     source, _, _ = mount_holding(clickhouse, "/var/lib/clickhouse/data")

@@ -5,7 +5,9 @@ import time
 
 from conftest import DATE, REPO, luigid_tasks
 
+from workflows import cli
 from workflows.meta import TABLES
+from workflows.sample import make_snapshot
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
 
@@ -123,3 +125,26 @@ def test_the_same_command_while_it_runs_is_refused_visibly(pipeline, luigid):
     assert "already running" in second.stdout
     assert first.returncode == 0, output[-2000:]
     assert sorted(t for t, *_ in pipeline.markers()) == sorted(TABLES)
+
+
+def test_two_local_scheduler_runs_at_once_leave_exactly_one_copy_of_the_day(pipeline):
+    """No shared luigid: both runs download, check and load the same day at
+    the same time. Each load has its own staging table and counts the day
+    after its swap, so the day ends with one copy and no marker says loaded
+    for rows that are not there."""
+    tables = pipeline.publish(tables=make_snapshot("ethereum", DATE, 195, 20_000))
+    published = {t: tables[t].num_rows for t in TABLES}
+    for attempt in range(3):
+        # two different command lines: luigi's own lock refuses a second identical one
+        runs = [pipeline.start_cli(*RUN_DAILY, "--local-scheduler", *extra) for extra in ((), ("--workers", "2"))]
+        outputs = [run.communicate(timeout=300)[0] for run in runs]
+
+        errors = [line for output in outputs for line in output.splitlines() if "ERROR" in line or "Error" in line]
+        assert [run.returncode for run in runs] == [0, 0], errors
+        assert pipeline.counts() == published
+        for table, _, loaded, rows, _ in pipeline.markers():
+            assert not loaded or rows == published[table], (table, rows)
+        assert pipeline.ch.execute("SELECT name FROM system.tables WHERE startsWith(name, '_staging_')") == []
+        assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0
+        assert pipeline.counts() == published
+        cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum", "--step", "download"])

@@ -6,7 +6,7 @@ import os
 from conftest import DATE, WINDOW, expected_rows
 
 from targets import ClickHouseMarkerTarget
-from workflows import tasks
+from workflows import cli, tasks
 from workflows.meta import TABLES
 from workflows.sample import make_snapshot
 
@@ -114,3 +114,31 @@ def test_download_killed_half_way_never_looks_complete(pipeline):
 
     assert download.complete()
     assert sorted(os.listdir(parent)) == [str(WINDOW)]
+
+
+def test_a_zero_row_file_empties_a_day_only_when_the_operator_allows_it(pipeline, monkeypatch):
+    """A zero-row file is a day without rows (DROP PARTITION on every server
+    generation), but for a day that holds rows it looks like an export bug."""
+    tables = pipeline.publish()
+    assert pipeline.run()
+    loaded = pipeline.counts()
+    pipeline.publish(tables=dict(tables, raw_clusters=tables["raw_clusters"].slice(0, 0)))
+    cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum", "--step", "download"])
+
+    assert not pipeline.run()
+    [(task, reason)] = pipeline.failures
+    assert reason.startswith("ethereum 2024-10-30 raw_clusters.parquet: has zero rows, but the day holds")
+    assert pipeline.counts() == loaded
+
+    monkeypatch.setenv("INGESTION_ALLOW_EMPTY_DAY", "1")
+    assert pipeline.run()
+    assert pipeline.counts() == dict(loaded, raw_clusters=0)
+
+
+def test_a_zero_row_file_for_a_new_day_loads(pipeline):
+    tables = pipeline.publish()
+    pipeline.publish(tables=dict(tables, raw_alerts=tables["raw_alerts"].slice(0, 0)))
+    assert pipeline.run()
+    assert pipeline.counts() == {t: 0 if t == "raw_alerts" else tables[t].num_rows for t in TABLES}
+    assert ClickHouseMarkerTarget(pipeline.ch, "risk_assessment_ethereum", "ethereum", DATE, WINDOW,
+                                  "raw_alerts").loaded_rows() == 0

@@ -2,16 +2,19 @@
 import datetime as dt
 import decimal
 import hashlib
+import io
 import json
 import struct
 
 import pyarrow as pa
 import pytest
+from clickhouse_driver.varint import write_varint
 
 from workflows.config import ConfigError, Settings
 from workflows.meta import MetaError, file_digest, parse_meta
 from workflows.native import ColumnMismatch, conform, encode
-from workflows.schema import TABLES, create_table_sql
+from workflows import sql as statements
+from workflows.schema import TABLES
 
 SHA = "ab" * 32
 MD5 = "cd" * 16
@@ -92,12 +95,10 @@ def test_settings_refuse(env, message):
 
 
 def leb128(n):
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+    """clickhouse-driver's own varint, as a reference independent of ours."""
+    out = io.BytesIO()
+    write_varint(n, out)
+    return out.getvalue()
 
 
 def native(array, ch_type):
@@ -155,7 +156,7 @@ def test_values_that_do_not_fit_are_refused(array, ch_type, reason):
 def test_tables_have_the_contract_columns():
     assert {name: len(t.columns) for name, t in TABLES.items()} == {
         "raw_alerts": 16, "raw_features": 99, "raw_clusters": 16, "raw_address_labels": 12}
-    sql = create_table_sql("db", TABLES["raw_alerts"])
+    sql, _ = statements.create_table("db", TABLES["raw_alerts"])
     assert "`volume_usd` Decimal128(18) DEFAULT 0" in sql and "`created_at` DateTime DEFAULT now()" in sql
     assert "PARTITION BY (processing_date, window_days)" in sql and "LowCardinality" not in sql
 
@@ -220,3 +221,44 @@ def test_strings_of_one_length_take_the_same_layout():
     assert native(array, "String") == b"".join(b"\x2a" + a.encode() for a in addresses)
     assert native(pa.array(["", ""]), "String") == b"\x00\x00"
     assert native(pa.array(["é" * 64] * 2), "String") == b"".join([leb128(128) + ("é" * 64).encode()] * 2)
+
+
+def test_the_clickhouse_driver_internals_the_insert_relies_on_are_there():
+    """workflows/clickhouse.native_insert speaks the driver's packet layer:
+    this fails when a driver upgrade moves what it relies on."""
+    import inspect
+
+    import clickhouse_driver
+    from clickhouse_driver import defines
+    from clickhouse_driver.client import Client
+    from clickhouse_driver.connection import Connection
+
+    from workflows.clickhouse import DRIVER_INTERNALS
+
+    assert clickhouse_driver.__version__ == "0.2.11"
+    owners = {"Client": Client, "Connection": Connection}
+    for name in DRIVER_INTERNALS:
+        owner, attribute = name.split(".")
+        assert callable(getattr(owners[owner], attribute, None)), name
+    # the driver's own INSERT reads what the server sends after every block and after the last
+    assert inspect.getsource(Client.send_data).count("self.receive_profile_events()") == 2
+    assert defines.DBMS_MIN_PROTOCOL_VERSION_WITH_PROFILE_EVENTS_IN_INSERT == 54456
+    assert defines.DBMS_MIN_REVISION_WITH_CUSTOM_SERIALIZATION == 54454
+    assert defines.CLIENT_REVISION >= 54456  # so current servers do send ProfileEvents to us
+
+
+def test_native_block_frames_columns_as_the_native_format():
+    from workflows.native import native_block
+
+    encoded = [("n", "UInt16", encode(conform(pa.array([1, 300], pa.int64()), "UInt16"), "UInt16")),
+               ("s", "String", encode(conform(pa.array(["a", "Ω" * 100]), "String"), "String"))]
+    plain = b"".join(bytes(b) for b in native_block(2, encoded))
+    flagged = b"".join(bytes(b) for b in native_block(2, encoded, custom_serialization=True))
+
+    head = leb128(2) + leb128(2)
+    n_column = leb128(1) + b"n" + leb128(6) + b"UInt16"
+    s_column = leb128(1) + b"s" + leb128(6) + b"String"
+    values = struct.pack("<HH", 1, 300)
+    strings = leb128(1) + b"a" + leb128(200) + ("Ω" * 100).encode()
+    assert plain == head + n_column + values + s_column + strings
+    assert flagged == head + n_column + b"\0" + values + s_column + b"\0" + strings

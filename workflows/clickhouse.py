@@ -1,56 +1,90 @@
-"""ClickHouse access: schema, the streaming Native insert and the atomic swap
-of one (processing_date, window_days) slice. The clients are in resources."""
+"""ClickHouse access: schema, staging tables, the streaming Native insert and
+the atomic swap of one (processing_date, window_days) slice. The statements
+are in workflows.sql; the clients in workflows.resources."""
+import uuid
 from contextlib import contextmanager
 
 from clickhouse_driver import defines
 from clickhouse_driver.block import BlockInfo, ColumnOrientedBlock
 from clickhouse_driver.protocol import ClientPacketTypes
+from clickhouse_driver.result import QueryInfo
 from clickhouse_driver.varint import write_varint
-from clickhouse_driver.writer import write_binary_str, write_binary_uint8
+from clickhouse_driver.writer import write_binary_str
 
-from .schema import TABLES, create_marker_table_sql, create_table_sql, quote_identifier
+from . import sql
+from .native import native_block
+from .schema import STAGING_PREFIX, TABLES
+
+# A staging table older than this belongs to a load that died (a load of a
+# 5M-row file takes about a minute); the next load in the database drops it.
+STAGING_MAX_AGE_SECONDS = 2 * 3600
+# Buffers smaller than this go through the connection's write buffer;
+# larger ones straight to the socket, without a copy.
+_SMALL_BUFFER = 64 << 10
+
+
+class DayCountMismatch(RuntimeError):
+    """After the swap the day does not hold the rows that were loaded."""
 
 
 def ensure_schema(ch, database):
     """Creates the database, the four tables and the marker table when missing."""
-    ch.execute(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
+    ch.execute(*sql.create_database(database))
     for table in TABLES.values():
-        ch.execute(create_table_sql(database, table))
-    ch.execute(create_marker_table_sql(database))
-
-
-def partition_literal(date, window_days):
-    return f"('{date.isoformat()}', {int(window_days)})"
-
-
-def recreate_staging(ch, database, table, staging):
-    """An empty table of the same structure and partitioning, for one load."""
-    db = quote_identifier(database)
-    ch.execute(f"DROP TABLE IF EXISTS {db}.{quote_identifier(staging)}")
-    ch.execute(f"CREATE TABLE {db}.{quote_identifier(staging)} AS {db}.{quote_identifier(table)}")
-
-
-def drop_table(ch, database, table):
-    ch.execute(f"DROP TABLE IF EXISTS {quote_identifier(database)}.{quote_identifier(table)}")
-
-
-def replace_partition(ch, database, table, staging, date, window_days):
-    """Atomically swaps the table's slice for the staging table's: a reader
-    sees the old day or the new one, never a mix. An empty staging slice
-    empties the table's."""
-    db = quote_identifier(database)
-    ch.execute(
-        f"ALTER TABLE {db}.{quote_identifier(table)} REPLACE PARTITION {partition_literal(date, window_days)}"
-        f" FROM {db}.{quote_identifier(staging)}"
-    )
+        ch.execute(*sql.create_table(database, table))
+    ch.execute(*sql.create_marker_table(database))
 
 
 def count_rows(ch, database, table, date, window_days):
-    return ch.execute(
-        f"SELECT count() FROM {quote_identifier(database)}.{quote_identifier(table)}"
-        " WHERE processing_date = %(date)s AND window_days = %(window_days)s",
-        {"date": date, "window_days": window_days},
-    )[0][0]
+    return ch.execute(*sql.count_rows(database, table, date, window_days))[0][0]
+
+
+def staging_name(table_name, date, window_days):
+    """A name of its own for each load, so concurrent loads of one day never share a staging table."""
+    return f"{STAGING_PREFIX}{table_name}_{date:%Y%m%d}_{int(window_days)}_{uuid.uuid4().hex[:12]}"
+
+
+def sweep_staging(ch, database, max_age_seconds=STAGING_MAX_AGE_SECONDS):
+    """Drops the staging tables that dead loads left; returns their names."""
+    stale = [name for (name,) in ch.execute(*sql.stale_staging_tables(database, max_age_seconds))]
+    for name in stale:
+        ch.execute(*sql.drop_table(database, name))
+    return stale
+
+
+@contextmanager
+def staging_table(ch, database, table, date, window_days):
+    """A new empty staging table for one load of `table`, dropped afterwards."""
+    name = staging_name(table.name, date, window_days)
+    ch.execute(*sql.create_table(database, table, name))
+    try:
+        yield name
+    finally:
+        ch.execute(*sql.drop_table(database, name))
+
+
+def swap_day(ch, database, table, staging, date, window_days, rows):
+    """Makes the table's (date, window_days) slice the staging table's
+    `rows` rows, atomically: a reader sees the old day or the new one. A day
+    of zero rows is dropped, since current servers refuse to replace from an
+    empty source. The day is counted afterwards, so a concurrent change
+    cannot leave a day marked loaded with other rows than were loaded."""
+    if rows:
+        ch.execute(*sql.replace_partition(database, table, staging, date, window_days))
+    else:
+        ch.execute(*sql.drop_partition(database, table, date, window_days))
+    found = count_rows(ch, database, table, date, window_days)
+    if found != rows:
+        raise DayCountMismatch(f"{table}: after the swap the day holds {found:,} rows, not the {rows:,} loaded;"
+                               " did another load of the same day run at the same time?")
+
+
+# What the insert relies on inside clickhouse-driver, which has no public call
+# for sending pre-encoded blocks; setup.cfg pins the version it was read from
+# and tests/test_units.py checks these are still there.
+DRIVER_INTERNALS = ("Client.establish_connection", "Client.receive_sample_block", "Client.receive_profile_events",
+                    "Client.receive_end_of_insert_query", "Connection.send_query", "Connection.send_external_tables",
+                    "Connection.send_data")
 
 
 @contextmanager
@@ -61,23 +95,21 @@ def native_insert(ch, database, table, columns):
     stream ends; on an exception the connection is dropped, so the server
     discards the unfinished insert.
 
-    clickhouse-driver has no public call for sending pre-encoded columns;
-    this speaks its connection's packet layer exactly as Client.execute does
-    for an INSERT, with our buffers in place of its per-value serialisation."""
-    query = (
-        f"INSERT INTO {quote_identifier(database)}.{quote_identifier(table)}"
-        f" ({', '.join(quote_identifier(c) for c in columns)}) VALUES"
-    )
+    This speaks clickhouse-driver's packet layer as `Client.send_data` does
+    for an INSERT, our buffers in place of its per-value serialisation: after
+    every block a current server (protocol 54456+) answers with ProfileEvents,
+    and those, progress and log packets are read before the next block."""
     ch.establish_connection(None)
+    ch.last_query = QueryInfo()
     connection = ch.connection
     if connection.compression:
         raise ValueError("native_insert writes uncompressed blocks; use a client without compression")
     try:
-        connection.send_query(query)
+        connection.send_query(sql.insert_rows(database, table, columns)[0])
         connection.send_external_tables(None)
         ch.receive_sample_block()
-
         revision = connection.server_info.used_revision
+        custom_serialization = revision >= defines.DBMS_MIN_REVISION_WITH_CUSTOM_SERIALIZATION
 
         def send(n_rows, encoded_columns):
             out = connection.fout
@@ -86,21 +118,26 @@ def native_insert(ch, database, table, columns):
                 write_binary_str("", out)
             if revision >= defines.DBMS_MIN_REVISION_WITH_BLOCK_INFO:
                 BlockInfo().write(out)
-            write_varint(len(encoded_columns), out)
-            write_varint(n_rows, out)
-            for name, ch_type, buffers in encoded_columns:
-                write_binary_str(name, out)
-                write_binary_str(ch_type, out)
-                if revision >= defines.DBMS_MIN_REVISION_WITH_CUSTOM_SERIALIZATION:
-                    write_binary_uint8(0, out)
-                out.flush()
-                for buffer in buffers:  # straight to the socket, without a copy
-                    connection.socket.sendall(memoryview(buffer).cast("B"))
+            for buffer in native_block(n_rows, encoded_columns, custom_serialization):
+                if len(buffer) < _SMALL_BUFFER:
+                    out.write(bytes(buffer))  # the driver's writer takes bytes only
+                else:
+                    out.flush()
+                    connection.socket.sendall(buffer)
             out.flush()
+            ch.receive_profile_events()
 
         yield send
         connection.send_data(ColumnOrientedBlock())  # an empty block ends the stream
+        ch.receive_profile_events()
         ch.receive_end_of_insert_query()
     except BaseException:
         ch.disconnect()
         raise
+
+
+def insert_blocks(ch, database, table, columns, blocks):
+    """Inserts `blocks`, (rows, [(name, ch_type, [buffers])]) each, as one INSERT."""
+    with native_insert(ch, database, table, columns) as send:
+        for n_rows, encoded in blocks:
+            send(n_rows, encoded)

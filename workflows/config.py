@@ -31,6 +31,7 @@ DEFAULTS = {
     "INGESTION_WINDOW_DAYS": "195",
     "INGESTION_RETRY_ATTEMPTS": "3",
     "INGESTION_RETRY_DELAY": "300",
+    "INGESTION_ALLOW_EMPTY_DAY": "0",
     "ALERT_WEBHOOK_URL": "",
 }
 
@@ -78,6 +79,7 @@ class Settings:
     window_days: int
     retry_attempts: int
     retry_delay: int
+    allow_empty_day: bool
     alert_webhook_url: str
 
     def database_for(self, network):
@@ -117,6 +119,7 @@ class Settings:
             window_days=_integer(env, "INGESTION_WINDOW_DAYS", 1, 65535),
             retry_attempts=_integer(env, "INGESTION_RETRY_ATTEMPTS", 1, 1000),
             retry_delay=_integer(env, "INGESTION_RETRY_DELAY", 0, 86400),
+            allow_empty_day=_flag(env, "INGESTION_ALLOW_EMPTY_DAY"),
             alert_webhook_url=env["ALERT_WEBHOOK_URL"],
         )
 

@@ -3,6 +3,7 @@ and load it by streaming it into a staging table and swapping the day's
 slice. Both read in batches, so memory does not grow with the file."""
 import queue
 import threading
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -70,7 +71,8 @@ class CheckedParquet:
 
     def _conform(self, batch, column):
         try:
-            array = conform(batch.column(column.name), column.type)
+            default = column.default_value if column.default is not None else None
+            array = conform(batch.column(column.name), column.type, default)
             if column.name in self.expected:
                 _check_all_equal(array, self.expected[column.name])
             return array
@@ -95,29 +97,44 @@ def check_parquet(path, table, date, window_days, network, on_progress=None):
     return rows
 
 
-def staging_name(table_name, date, window_days):
-    return f"_staging_{table_name}_{date:%Y%m%d}_{window_days}"
+def encoded_blocks(source):
+    """(rows, [(name, ch_type, [buffers])]) per batch: the Native column data
+    the load sends, as native.native_block frames it."""
+    for n, arrays in source.batches():
+        yield n, [(column.name, column.type, encode(array, column.type)) for column, array in arrays]
 
 
-def load_parquet(ch, database, table, path, date, window_days, network, on_progress=None):
+def load_parquet(ch, database, table, path, date, window_days, network, on_progress=None, allow_empty=False,
+                 insert=None):
     """Replaces the table's (date, window_days) slice with the file's rows and
-    returns how many there were. On any error the table is untouched."""
+    returns how many there were. On any error the table is untouched.
+
+    A zero-row file empties the day only with `allow_empty` or when the day
+    holds no rows yet: an export bug upstream must not wipe a good day.
+    `insert(database, table, columns, blocks)` sends the Native blocks; by
+    default clickhouse.insert_blocks over `ch`'s native connection."""
+    insert = insert or partial(clickhouse.insert_blocks, ch)
     source = CheckedParquet(path, table, date, window_days, network)
-    staging = staging_name(table.name, date, window_days)
-    clickhouse.recreate_staging(ch, database, table.name, staging)
-    encoded = ((n, [(column.name, column.type, encode(array, column.type)) for column, array in arrays])
-               for n, arrays in source.batches())
-    try:
-        rows = 0
-        with clickhouse.native_insert(ch, database, staging, [c.name for c in source.columns]) as send:
-            for n, columns in _prefetched(encoded, PREFETCH_BATCHES):
-                send(n, columns)
-                rows += n
-                if on_progress:
-                    on_progress(rows, source.num_rows)
-        clickhouse.replace_partition(ch, database, table.name, staging, date, window_days)
-    finally:
-        clickhouse.drop_table(ch, database, staging)
+    clickhouse.sweep_staging(ch, database)
+    rows = 0
+
+    def counted(blocks):
+        nonlocal rows
+        for n, columns in blocks:
+            yield n, columns
+            rows += n
+            if on_progress:
+                on_progress(rows, source.num_rows)
+
+    with clickhouse.staging_table(ch, database, table, date, window_days) as staging:
+        insert(database, staging, [c.name for c in source.columns],
+               counted(_prefetched(encoded_blocks(source), PREFETCH_BATCHES)))
+        if not rows and not allow_empty:
+            held = clickhouse.count_rows(ch, database, table.name, date, window_days)
+            if held:
+                raise FileMismatch(f"has zero rows, but the day holds {held:,} in {table.name}; refused as a likely"
+                                   " export bug (INGESTION_ALLOW_EMPTY_DAY=1 loads it)")
+        clickhouse.swap_day(ch, database, table.name, staging, date, window_days, rows)
     return rows
 
 

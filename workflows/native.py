@@ -44,14 +44,16 @@ def arrow_type(ch_type):
     raise ValueError(f"no Arrow mapping for ClickHouse type {ch_type}")
 
 
-def conform(array, ch_type):
+def conform(array, ch_type, default=None):
     """`array` cast to the Arrow type of `ch_type`, or ColumnMismatch.
-    Integers of any width are accepted when every value fits."""
+    Integers of any width are accepted when every value fits. Nulls are
+    refused, unless the column has a default: `default()` gives the value
+    they become."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if pa.types.is_dictionary(array.type):  # e.g. written from a pandas Categorical
         array = array.dictionary_decode()
-    if array.null_count:
+    if array.null_count and default is None:
         raise ColumnMismatch(f"{array.null_count} null value(s) in a non-nullable {ch_type} column")
     target = arrow_type(ch_type)
     if array.type == target:
@@ -67,6 +69,8 @@ def conform(array, ch_type):
             overflowed = pc.and_(pc.is_inf(result), pc.invert(pc.is_inf(array)))
             if pc.any(overflowed).as_py():
                 raise ColumnMismatch("value out of range for Float32")
+    if result.null_count:
+        result = pc.fill_null(result, pa.scalar(default(), type=target))
     if pa.types.is_list(result.type) and result.values.null_count:
         raise ColumnMismatch(f"null element in a non-nullable {ch_type} column")
     return result
@@ -152,3 +156,31 @@ def _strings(array):
     more = np.repeat(prefix, prefix) - 1 > nth
     prefix_bytes = ((rest >> (7 * nth)) & 0x7F) | (more << 7)
     return np.insert(data, at, prefix_bytes.astype(np.uint8))
+
+
+def native_block(n_rows, columns, custom_serialization=False):
+    """One block of Native data as a list of byte buffers: the column and row
+    counts, then per column its name, type and data. ClickHouse's Native
+    format is such blocks one after another; the TCP protocol sends each in a
+    Data packet, with a custom-serialization flag per column from revision
+    54454 on. `columns` is [(name, ch_type, [buffers])], as encode() makes."""
+    buffers = [_varint(len(columns)) + _varint(n_rows)]
+    for name, ch_type, data in columns:
+        buffers.append(_text(name) + _text(ch_type) + (b"\0" if custom_serialization else b""))
+        buffers.extend(memoryview(buffer).cast("B") for buffer in data)
+    return buffers
+
+
+def _varint(value):
+    """LEB128, as ClickHouse writes lengths and counts."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _text(value):
+    data = value.encode()
+    return _varint(len(data)) + data

@@ -1,7 +1,8 @@
-"""The four tables of contract section 5 and the load-marker table, as data,
-with the DDL that creates them. The SQL runs on ClickHouse 18.16 and on
-current releases: plain MergeTree, no LowCardinality, Bool or skip indexes."""
+"""The four tables of contract section 5 and the load-marker table, as data.
+The statements that create them are in workflows.sql."""
+import datetime as dt
 from dataclasses import dataclass
+from decimal import Decimal
 
 
 @dataclass(frozen=True)
@@ -9,6 +10,21 @@ class Column:
     name: str
     type: str
     default: str | None = None  # SQL expression; a column with one may be absent from the file
+
+    def default_value(self):
+        """The DEFAULT as a Python value: what a null in the file becomes, as
+        in ClickHouse's own input_format_null_as_default. now() is the time
+        of the call, in UTC."""
+        text = self.default
+        if text is None:
+            return None
+        if text == "now()":
+            return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+        if text.startswith("'"):
+            return text[1:-1]
+        if self.type.startswith("Decimal"):
+            return Decimal(text)
+        return float(text) if self.type.startswith("Float") else int(text)
 
 
 @dataclass(frozen=True)
@@ -194,6 +210,7 @@ TABLES = {t.name: t for t in (RAW_ALERTS, RAW_FEATURES, RAW_CLUSTERS, RAW_ADDRES
 # Rows are only ever appended, so setting and clearing a marker is synchronous
 # on every server version (ALTER ... DELETE is an asynchronous mutation).
 MARKER_TABLE = "ingestion_markers"
+STAGING_PREFIX = "_staging_"  # tables of loads under way, one per load
 MARKER_COLUMNS = (
     ("network", "String"),
     ("processing_date", "Date"),
@@ -208,24 +225,3 @@ MARKER_COLUMNS = (
 
 def quote_identifier(name):
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
-
-
-def create_table_sql(database, table):
-    columns = ",\n    ".join(
-        f"{quote_identifier(c.name)} {c.type}" + (f" DEFAULT {c.default}" if c.default else "")
-        for c in table.columns
-    )
-    return (
-        f"CREATE TABLE IF NOT EXISTS {quote_identifier(database)}.{quote_identifier(table.name)} (\n    {columns}\n)"
-        f" ENGINE = MergeTree() PARTITION BY (processing_date, window_days)"
-        f" ORDER BY ({', '.join(table.order_by)})"
-    )
-
-
-def create_marker_table_sql(database):
-    columns = ",\n    ".join(f"{name} {type_}" for name, type_ in MARKER_COLUMNS)
-    return (
-        f"CREATE TABLE IF NOT EXISTS {quote_identifier(database)}.{MARKER_TABLE} (\n    {columns}\n)"
-        f" ENGINE = ReplacingMergeTree(version)"
-        f" ORDER BY (network, processing_date, window_days, table_name)"
-    )

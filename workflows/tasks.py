@@ -6,10 +6,12 @@ Each task writes a marker target last. Bad input raises SnapshotError, whose
 one-line message names network, date, file and reason; the download
 directory is then removed so that the retry downloads afresh."""
 import datetime as dt
+import fcntl
 import logging
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 
 import luigi
 import redis
@@ -29,6 +31,7 @@ from .sot import SnapshotMissing, open_source
 logger = logging.getLogger("workflows")
 
 DOWNLOAD_STAMP = ".download"  # written last into a download; holds its id
+MAX_REFETCHES = 3  # downloads removed under a waiting step before it gives up
 STEPS = ("download", "validate", "checksums", "load", "cleanup")  # in the order they run
 
 
@@ -122,15 +125,39 @@ class IngestionTask(luigi.Task):
         if set_percentage and percent is not None:
             set_percentage(int(percent))
 
+    changes_download = False  # replaces or removes the download: runs alone on it
+
     def run(self):
-        # A bad-input failure elsewhere removes the download that the inputs
-        # vouched for; fetch and check it again (dynamic dependencies) rather
-        # than fail the retry on a missing dependency. luigi.cfg turns off the
-        # worker's own check: check_unfulfilled_deps = false.
-        stale = [task for task in luigi.task.flatten(self.requires()) if not task.complete()]
-        if stale:
-            yield stale
-        self.execute()
+        # A bad-input failure elsewhere, or the cleanup of a run that does not
+        # share our luigid, removes the download that the inputs vouched for;
+        # fetch and check it again (dynamic dependencies) rather than fail on
+        # a missing dependency. luigi.cfg turns off the worker's own check:
+        # check_unfulfilled_deps = false.
+        for _ in range(MAX_REFETCHES):
+            stale = [task for task in luigi.task.flatten(self.requires()) if not task.complete()]
+            if stale:
+                yield stale
+            with self.download_lock(exclusive=self.changes_download):
+                if self.done_meanwhile():
+                    return
+                if all(task.complete() for task in luigi.task.flatten(self.requires())):
+                    self.execute()
+                    return
+        raise RuntimeError(f"the download was removed {MAX_REFETCHES} times while this step waited for it")
+
+    def done_meanwhile(self):
+        """Another run did this step while this one waited for its inputs."""
+        return self.complete()
+
+    @contextmanager
+    def download_lock(self, exclusive):
+        """The day's download, held shared by the steps that read it and
+        exclusively by those that replace or remove it, across processes."""
+        parent = os.path.dirname(self.download_dir)
+        os.makedirs(parent, exist_ok=True)
+        with open(os.path.join(parent, f".{int(self.window_days)}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
 
     def execute(self):
         raise NotImplementedError
@@ -168,6 +195,8 @@ class IngestionTask(luigi.Task):
 
 class DownloadSOT(IngestionTask):
     """Copies the snapshot into {SOT_DOWNLOAD_DIR}/{network}/{date}/{window_days}/."""
+
+    changes_download = True
 
     def output(self):
         return luigi.LocalTarget(os.path.join(self.download_dir, DOWNLOAD_STAMP))
@@ -278,7 +307,7 @@ class LoadTable(IngestionTask):
 
         try:
             rows = loader.load_parquet(self.clickhouse, self.database, TABLE_SCHEMAS[self.table], path, self.date,
-                                       self.window_days, self.network, progress)
+                                       self.window_days, self.network, progress, self.settings.allow_empty_day)
         except loader.FileMismatch as exc:
             raise self.bad_input(entry.filename, exc) from None
         self.output().touch(rows)
@@ -286,6 +315,12 @@ class LoadTable(IngestionTask):
 
 class Cleanup(IngestionTask):
     """Removes the download once all four tables are loaded."""
+
+    changes_download = True
+
+    def done_meanwhile(self):
+        # complete() follows the table markers; removing the download again is harmless
+        return False
 
     def requires(self):
         return [LoadTable(self.network, self.date, self.window_days, table) for table in TABLES]

@@ -1,0 +1,93 @@
+"""The two server generations the conformance suite runs the product on:
+ClickHouse 18.16 over the native protocol (clickhouse-driver) and the current
+26.x engine in this process (chdb-core). Both have clickhouse-driver's
+`execute(query, params)`, so the product's own functions run on either
+unchanged, and `insert_native`, which sends the loader's Native blocks."""
+import datetime as dt
+import json
+import os
+import uuid
+from decimal import Decimal
+
+import numpy as np
+from clickhouse_driver.context import Context
+from clickhouse_driver.util.escape import escape_params
+
+from workflows import clickhouse, sql
+from workflows.native import native_block
+
+
+class Server1816:
+    """clickhouse-server 18.16 through the product's own insert path."""
+
+    generation = "18.16"
+
+    def __init__(self, client):
+        self.client = client
+
+    def execute(self, query, params=None):
+        return self.client.execute(query, params)
+
+    def insert_native(self, database, table, columns, blocks):
+        clickhouse.insert_blocks(self.client, database, table, columns, blocks)
+
+
+class Engine26:
+    """The ClickHouse 26.x engine of chdb-core, in this process."""
+
+    generation = "26.x"
+
+    def __init__(self, path):
+        import chdb.session  # a test dependency only
+
+        self.path = path
+        self.session = chdb.session.Session(os.path.join(path, "data"))
+
+    def version(self):
+        return self.execute("SELECT version()")[0][0]
+
+    def execute(self, query, params=None):
+        if params:
+            query = query % escape_params(params, Context())
+        result = self.session.query(query, "JSONCompact")
+        text = result.bytes()
+        if not text:
+            return []
+        doc = json.loads(text, parse_float=str, parse_int=str)
+        types = [column["type"] for column in doc["meta"]]
+        return [tuple(_value(t, v) for t, v in zip(types, row)) for row in doc["data"]]
+
+    def native_stream(self, blocks):
+        """The blocks framed as ClickHouse's Native format, as one byte string."""
+        return b"".join(bytes(buffer) for n_rows, encoded in blocks for buffer in native_block(n_rows, encoded))
+
+    def insert_native(self, database, table, columns, blocks):
+        """The product's INSERT statement, its data read from a Native-format
+        file that holds exactly the column bytes the loader sends."""
+        path = os.path.join(self.path, f"{uuid.uuid4().hex}.native")
+        with open(path, "wb") as stream:
+            stream.write(self.native_stream(blocks))
+        try:
+            query, _ = sql.insert_rows(database, table, columns)
+            self.execute(query.removesuffix(" VALUES") + f" SELECT * FROM file('{path}', 'Native')")
+        finally:
+            os.remove(path)
+
+
+def _value(ch_type, value):
+    """A JSONCompact value as clickhouse-driver returns the type."""
+    if ch_type.startswith("Array("):
+        return [_value(ch_type[6:-1], v) for v in value]
+    if ch_type == "Date":
+        return dt.date.fromisoformat(value)
+    if ch_type.startswith("DateTime"):
+        return dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+    if ch_type.startswith("Decimal"):
+        return Decimal(value)
+    if ch_type == "Float32":
+        return float(np.float32(value))
+    if ch_type == "Float64":
+        return float(value)
+    if ch_type.startswith(("UInt", "Int")):
+        return int(value)
+    return value

@@ -1,0 +1,205 @@
+"""Every statement the product sends, and every byte its loader puts on the
+wire, on both server generations: clickhouse-server 18.16 (Debian's) and the
+current 26.x engine (chdb-core, in this process). The product's functions run
+unchanged on either; only the transport of the Native blocks differs (the TCP
+protocol on 18.16, a Native-format file on 26.x), and both carry the bytes of
+native.native_block."""
+import datetime as dt
+import inspect
+import time
+import uuid
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+from clickhouse_driver import Client
+
+from targets import ClickHouseMarkerTarget
+from targets.clickhouse_marker import loaded_days
+from workflows import clickhouse, loader, sql
+from workflows.sample import make_snapshot, write_snapshot
+from workflows.schema import TABLES
+
+from engines import Engine26, Server1816
+
+DATE, OTHER_DATE, WINDOW, NETWORK = dt.date(2024, 10, 30), dt.date(2024, 10, 29), 195, "ethereum"
+# Decimal128(18) holds 38 digits; spelled out, since Python's arithmetic rounds to 28
+DECIMAL_MAX, DECIMAL_MIN = Decimal("99999999999999999999.999999999999999999"), Decimal("-99999999999999999999.999999999999999999")
+TEXT = "Ωμέγα 中文 🙂 naïve"
+
+
+@pytest.fixture(scope="module")
+def engine26(tmp_path_factory):
+    return Engine26(str(tmp_path_factory.mktemp("chdb")))
+
+
+@pytest.fixture(scope="module")
+def server1816(servers):
+    return Server1816(Client("127.0.0.1", port=servers.clickhouse_port))
+
+
+@pytest.fixture(params=["18.16", "26.x"])
+def engine(request):
+    return request.getfixturevalue("server1816" if request.param == "18.16" else "engine26")
+
+
+def new_database():
+    return f"conformance_{uuid.uuid4().hex[:8]}"
+
+
+def test_the_current_engine_is_26_6_or_later(engine26):
+    """26.6 is the first release that refuses REPLACE PARTITION from an empty source."""
+    major, minor = (int(part) for part in engine26.version().split(".")[:2])
+    assert (major, minor) >= (26, 6)
+
+
+def load(engine, database, table, path, date=DATE, allow_empty=False):
+    return loader.load_parquet(engine, database, TABLES[table], path, date, WINDOW, NETWORK,
+                               allow_empty=allow_empty, insert=engine.insert_native)
+
+
+def zero_row_file(tmp_path, table, date):
+    """A file of `table` with no rows, as the SOT writes a table without rows that day."""
+    empty = make_snapshot(NETWORK, date, WINDOW, 10)[table].slice(0, 0)
+    return write_snapshot(str(tmp_path / f"empty-{table}"), NETWORK, date, WINDOW,
+                          {t: empty if t == table else make_snapshot(NETWORK, date, WINDOW, 10)[t] for t in TABLES})
+
+
+def scenario(engine, tmp_path):
+    """Every operation the product performs on ClickHouse, as one day's
+    loads, a reload, zero-row days, markers, status and the staging sweep do
+    them; returns what each observable step gave."""
+    database = new_database()
+    seen = {}
+    clickhouse.ensure_schema(engine, database)
+    clickhouse.ensure_schema(engine, database)  # a second run changes nothing
+    seen["tables"] = engine.execute(
+        "SELECT name, engine FROM system.tables WHERE database = %(d)s ORDER BY name", {"d": database})
+
+    folder = write_snapshot(str(tmp_path / "sot"), NETWORK, DATE, WINDOW, make_snapshot(NETWORK, DATE, WINDOW, 300))
+    seen["loaded"] = {t: load(engine, database, t, f"{folder}/{t}.parquet") for t in TABLES}
+    seen["reloaded"] = {t: load(engine, database, t, f"{folder}/{t}.parquet") for t in TABLES}
+    seen["counts"] = {t: clickhouse.count_rows(engine, database, t, DATE, WINDOW) for t in TABLES}
+
+    empty_today = zero_row_file(tmp_path, "raw_clusters", DATE)
+    with pytest.raises(loader.FileMismatch, match="has zero rows, but the day holds"):
+        load(engine, database, "raw_clusters", f"{empty_today}/raw_clusters.parquet")
+    seen["after refused empty"] = clickhouse.count_rows(engine, database, "raw_clusters", DATE, WINDOW)
+    seen["allowed empty"] = load(engine, database, "raw_clusters", f"{empty_today}/raw_clusters.parquet",
+                                 allow_empty=True)
+    seen["after allowed empty"] = clickhouse.count_rows(engine, database, "raw_clusters", DATE, WINDOW)
+    empty_other = zero_row_file(tmp_path, "raw_alerts", OTHER_DATE)
+    seen["new empty day"] = load(engine, database, "raw_alerts", f"{empty_other}/raw_alerts.parquet", OTHER_DATE)
+    seen["other days untouched"] = {t: clickhouse.count_rows(engine, database, t, DATE, WINDOW) for t in TABLES}
+
+    marker = ClickHouseMarkerTarget(engine, database, NETWORK, DATE, WINDOW, "raw_alerts")
+    seen["marker before"] = marker.exists()
+    marker.touch(seen["loaded"]["raw_alerts"])
+    ClickHouseMarkerTarget(engine, database, NETWORK, OTHER_DATE, WINDOW, "raw_features").touch(7)
+    seen["marker set"] = (marker.exists(), marker.loaded_rows())
+    seen["status"] = loaded_days(engine, database, NETWORK, [DATE, OTHER_DATE], WINDOW)
+    marker.remove()
+    seen["marker removed"] = marker.exists()
+    marker.touch(1)
+    seen["marker set again"] = marker.loaded_rows()
+    seen["versions"] = engine.execute(
+        f"SELECT version FROM {database}.ingestion_markers WHERE table_name = 'raw_alerts' ORDER BY version")
+
+    leftover = clickhouse.staging_name("raw_alerts", DATE, WINDOW)
+    engine.execute(*sql.create_table(database, TABLES["raw_alerts"], leftover))
+    seen["fresh staging kept"] = clickhouse.sweep_staging(engine, database)
+    time.sleep(1.1)
+    seen["stale staging swept"] = clickhouse.sweep_staging(engine, database, max_age_seconds=0) == [leftover]
+    seen["tables at the end"] = engine.execute(
+        "SELECT name FROM system.tables WHERE database = %(d)s ORDER BY name", {"d": database})
+    seen["rows"] = {t: engine.execute(f"SELECT {', '.join(c.name for c in TABLES[t].columns if c.name != 'created_at')}"
+                                      f" FROM {database}.{t} ORDER BY {', '.join(TABLES[t].order_by)}")
+                    for t in TABLES}
+    engine.execute(f"DROP DATABASE {database}")
+    return seen
+
+
+def test_every_statement_gives_the_same_results_on_both_generations(server1816, engine26, tmp_path, monkeypatch):
+    old = scenario(server1816, tmp_path / "old")
+
+    statements = {name for name, f in inspect.getmembers(sql, inspect.isfunction)
+                  if not name.startswith("_") and f.__module__ == sql.__name__}
+    ran = set()
+    for name in statements:
+        def recorded(*args, _name=name, _statement=getattr(sql, name), **kwargs):
+            ran.add(_name)
+            return _statement(*args, **kwargs)
+        monkeypatch.setattr(sql, name, recorded)
+    current = scenario(engine26, tmp_path / "current")
+
+    assert ran == statements, f"not exercised on 26.x: {sorted(statements - ran)}"
+    assert current == old
+    assert [name for name, _ in old["tables"]] == sorted([*TABLES, "ingestion_markers"])
+    assert {engine for _, engine in old["tables"]} == {"MergeTree", "ReplacingMergeTree"}
+    assert old["loaded"] == old["reloaded"] == old["counts"] == {
+        "raw_features": 300, "raw_alerts": 30, "raw_clusters": 3, "raw_address_labels": 15}
+    assert old["after refused empty"] == 3 and old["allowed empty"] == 0 and old["after allowed empty"] == 0
+    assert old["new empty day"] == 0 and old["other days untouched"] == dict(old["counts"], raw_clusters=0)
+    assert old["marker before"] is False and old["marker set"] == (True, 30) and old["marker removed"] is False
+    assert old["status"] == {DATE: {"raw_alerts": 30}, OTHER_DATE: {"raw_features": 7}}
+    assert old["marker set again"] == 1 and old["versions"] == [(1,), (2,), (3,)]
+    assert old["fresh staging kept"] == [] and old["stale staging swept"] is True
+    assert [name for (name,) in old["tables at the end"]] == sorted([*TABLES, "ingestion_markers"])
+
+
+def test_a_zero_row_day_fails_with_replace_partition_on_the_current_engine(engine26):
+    """Why swap_day drops the partition for an empty day: 26.6+ refuses the swap."""
+    database = new_database()
+    clickhouse.ensure_schema(engine26, database)
+    with clickhouse.staging_table(engine26, database, TABLES["raw_alerts"], DATE, WINDOW) as staging:
+        with pytest.raises(RuntimeError, match="REPLACE PARTITION"):
+            engine26.execute(*sql.replace_partition(database, "raw_alerts", staging, DATE, WINDOW))
+        clickhouse.swap_day(engine26, database, "raw_alerts", staging, DATE, WINDOW, 0)
+
+
+def edge_snapshot(date=DATE):
+    """A day whose files carry what a loader can get wrong: Decimal128(18) at
+    both ends of its range, empty and long arrays, non-ASCII text, nulls in
+    columns that have a default. write_snapshot adds int64 integers."""
+    tables = {}
+    for name, table in make_snapshot(NETWORK, date, WINDOW, 1000).items():
+        schema = TABLES[name]
+        for i, field in enumerate(table.schema):
+            column = next(c for c in schema.columns if c.name == field.name)
+            values = table.column(i).to_pylist()
+            if pa.types.is_decimal(field.type):
+                values[:4] = [DECIMAL_MAX, DECIMAL_MIN, Decimal("-0.000000000000000001"), Decimal(0)]
+            elif pa.types.is_list(field.type):
+                long = [TEXT * 3] * 1000 if pa.types.is_string(field.type.value_type) else list(range(1000))
+                values[:2] = [[], long]
+            elif pa.types.is_string(field.type) and field.name != "network":
+                values[3] = f"{TEXT} {values[3]}"
+            if column.default is not None and column.default != "now()":
+                values[5] = None
+            table = table.set_column(i, field, pa.array(values, field.type))
+        tables[name] = table
+    return tables
+
+
+def expected_rows(table, arrow_table):
+    """The file's rows as the table holds them: nulls become the column's default."""
+    schema = TABLES[table]
+    columns = [c for c in schema.columns if c.name != "created_at"]
+    ordered = arrow_table.sort_by([(key, "ascending") for key in schema.order_by]).to_pylist()
+    return [tuple(c.default_value() if row[c.name] is None else row[c.name] for c in columns) for row in ordered]
+
+
+@pytest.mark.parametrize("table", list(TABLES))
+def test_the_loaders_bytes_read_back_row_by_row(engine, table, tmp_path):
+    snapshot = edge_snapshot()
+    folder = write_snapshot(str(tmp_path), NETWORK, DATE, WINDOW, snapshot, int64_integers=True)
+    database = new_database()
+    clickhouse.ensure_schema(engine, database)
+    assert load(engine, database, table, f"{folder}/{table}.parquet") == snapshot[table].num_rows
+
+    schema = TABLES[table]
+    columns = [c.name for c in schema.columns if c.name != "created_at"]
+    rows = engine.execute(f"SELECT {', '.join(columns)} FROM {database}.{table}"
+                          f" ORDER BY {', '.join(schema.order_by)}")
+    assert rows == expected_rows(table, snapshot[table])
+    engine.execute(f"DROP DATABASE {database}")

@@ -1,0 +1,108 @@
+"""Every SQL statement the pipeline sends to ClickHouse, and nothing else.
+
+Each function returns `(query, params)` for clickhouse-driver's
+`Client.execute`. Keeping them in one module lets the conformance suite run
+each one on ClickHouse 18.16 and on a current engine (tests/test_conformance.py
+fails when a function here is not exercised). The SQL sticks to what both
+generations understand: plain MergeTree, no LowCardinality, Bool, skip indexes
+or Parquet on the server, no REPLACE PARTITION from an empty source."""
+from .schema import MARKER_COLUMNS, MARKER_TABLE, STAGING_PREFIX, Table, quote_identifier
+
+
+def _name(database, table):
+    return f"{quote_identifier(database)}.{quote_identifier(table)}"
+
+
+def _partition(date, window_days):
+    return f"('{date.isoformat()}', {int(window_days)})"
+
+
+def create_database(database):
+    return f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}", None
+
+
+def create_table(database, table: Table, name=None):
+    """The table of contract section 5, or under `name` an empty table of the
+    same structure for staging one load. The engine is spelled out, never
+    copied with `CREATE TABLE ... AS`, so a staging table is always a local
+    MergeTree whatever the engine of the table it feeds."""
+    columns = ",\n    ".join(
+        f"{quote_identifier(c.name)} {c.type}" + (f" DEFAULT {c.default}" if c.default else "")
+        for c in table.columns
+    )
+    return (
+        f"CREATE TABLE IF NOT EXISTS {_name(database, name or table.name)} (\n    {columns}\n)"
+        f" ENGINE = MergeTree() PARTITION BY (processing_date, window_days)"
+        f" ORDER BY ({', '.join(table.order_by)})"
+    ), None
+
+
+def create_marker_table(database):
+    columns = ",\n    ".join(f"{name} {type_}" for name, type_ in MARKER_COLUMNS)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {_name(database, MARKER_TABLE)} (\n    {columns}\n)"
+        f" ENGINE = ReplacingMergeTree(version)"
+        f" ORDER BY (network, processing_date, window_days, table_name)"
+    ), None
+
+
+def drop_table(database, name):
+    return f"DROP TABLE IF EXISTS {_name(database, name)}", None
+
+
+def insert_rows(database, name, columns):
+    """The INSERT whose data follows as Native blocks (clickhouse.native_insert)."""
+    return f"INSERT INTO {_name(database, name)} ({', '.join(quote_identifier(c) for c in columns)}) VALUES", None
+
+
+def replace_partition(database, table, staging, date, window_days):
+    """Atomic: a reader sees the old slice or the new one. Refused by current
+    servers when the staging slice is empty; drop_partition empties a day."""
+    return (f"ALTER TABLE {_name(database, table)} REPLACE PARTITION {_partition(date, window_days)}"
+            f" FROM {_name(database, staging)}"), None
+
+
+def drop_partition(database, table, date, window_days):
+    return f"ALTER TABLE {_name(database, table)} DROP PARTITION {_partition(date, window_days)}", None
+
+
+def count_rows(database, table, date, window_days):
+    return (f"SELECT count() FROM {_name(database, table)}"
+            " WHERE processing_date = %(date)s AND window_days = %(window_days)s",
+            {"date": date, "window_days": int(window_days)})
+
+
+def stale_staging_tables(database, max_age_seconds):
+    """Staging tables older than `max_age_seconds` by the server's clock:
+    left behind by loads that died."""
+    return ("SELECT name FROM system.tables"
+            " WHERE database = %(database)s AND startsWith(name, %(prefix)s)"
+            " AND metadata_modification_time < now() - %(max_age)s ORDER BY name",
+            {"database": database, "prefix": STAGING_PREFIX, "max_age": int(max_age_seconds)})
+
+
+def append_marker(database, network, date, window_days, table_name, loaded, rows):
+    """A marker row whose version is one above the key's latest, computed by
+    the server: no writer's clock decides which row wins."""
+    key = {"network": network, "date": date, "window_days": int(window_days), "table_name": table_name}
+    return (
+        f"INSERT INTO {_name(database, MARKER_TABLE)} ({', '.join(name for name, _ in MARKER_COLUMNS)})"
+        " SELECT %(network)s, toDate(%(date)s), toUInt16(%(window_days)s), %(table_name)s, toUInt8(%(loaded)s),"
+        " toUInt64(%(rows)s), now(), max(version) + 1"
+        f" FROM {_name(database, MARKER_TABLE)}"
+        " WHERE network = %(network)s AND processing_date = %(date)s AND window_days = %(window_days)s"
+        " AND table_name = %(table_name)s",
+        dict(key, loaded=int(loaded), rows=int(rows)),
+    )
+
+
+def loaded_days(database, network, dates, window_days):
+    """(processing_date, table_name, rows) of every table whose latest marker
+    row says loaded, for several days of one network and window."""
+    return (
+        f"SELECT processing_date, table_name, argMax(rows, version) FROM {_name(database, MARKER_TABLE)}"
+        " WHERE network = %(network)s AND processing_date IN %(dates)s AND window_days = %(window_days)s"
+        " GROUP BY processing_date, table_name HAVING argMax(loaded, version) = 1"
+        " ORDER BY processing_date, table_name",
+        {"network": network, "dates": tuple(dates), "window_days": int(window_days)},
+    )
