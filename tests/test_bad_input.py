@@ -5,6 +5,7 @@ import datetime as dt
 import json
 import os
 
+import luigi
 import pyarrow as pa
 import pytest
 from conftest import DATE, FEATURE_ROWS, WINDOW
@@ -123,7 +124,29 @@ def rows_of_another_network(p):
     return "raw_address_labels.parquet", "rows of bitcoin in a snapshot of ethereum"
 
 
-CASES = [meta_missing, meta_not_json, meta_without_a_table, meta_bad_checksum_form, meta_path_as_file_name,
+def meta_nested_too_deeply(p):
+    p.publish()
+    with open(p.snapshot_file("META.json"), "w") as stream:
+        stream.write('{"files": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    return "META.json", "nested too deeply"
+
+
+def listed_file_is_a_symlink(p):
+    p.publish()
+    target = p.snapshot_file("raw_alerts.parquet") + ".real"
+    os.rename(p.snapshot_file("raw_alerts.parquet"), target)
+    os.symlink(target, p.snapshot_file("raw_alerts.parquet"))
+    return "raw_alerts.parquet", "is a symlink in the SOT store"
+
+
+def listed_file_is_a_fifo(p):
+    p.publish()
+    os.remove(p.snapshot_file("raw_clusters.parquet"))
+    os.mkfifo(p.snapshot_file("raw_clusters.parquet"))
+    return "raw_clusters.parquet", "is not a regular file"
+
+
+CASES = [meta_missing, meta_not_json, meta_nested_too_deeply, listed_file_is_a_symlink, listed_file_is_a_fifo, meta_without_a_table, meta_bad_checksum_form, meta_path_as_file_name,
          listed_file_missing, checksum_mismatch, corrupt_parquet, missing_column_without_default,
          value_out_of_range, null_in_non_nullable_column, rows_of_another_date, rows_of_another_network]
 
@@ -156,3 +179,29 @@ def test_retry_after_bad_input_downloads_afresh_and_loads(pipeline):
     assert pipeline.run()
 
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
+
+
+def test_only_meta_and_its_listed_files_are_copied_readable_by_the_owner_only(pipeline, tmp_path):
+    pipeline.publish()
+    secret = tmp_path / "secret"
+    secret.write_text("not for the download directory")
+    os.symlink(secret, pipeline.snapshot_file("shadow"))
+    with open(pipeline.snapshot_file("notes.txt"), "w") as stream:
+        stream.write("an unlisted file")
+    copied = {}
+
+    def record(task):
+        if type(task).__name__ == "DownloadSOT":
+            folder = pipeline.download_dir()
+            copied.update({name: os.stat(os.path.join(folder, name)).st_mode & 0o777 for name in os.listdir(folder)})
+            copied["."] = os.stat(folder).st_mode & 0o777
+
+    luigi.Task.event_handler(luigi.Event.SUCCESS)(record)
+    try:
+        assert pipeline.run()
+    finally:
+        luigi.Task.remove_event_handler(luigi.Event.SUCCESS, record)
+
+    assert sorted(copied) == sorted([".", ".download", "META.json", *(f"{t}.parquet" for t in TABLES)])
+    assert {name: mode for name, mode in copied.items() if name != ".download"} == \
+        {".": 0o700, "META.json": 0o600, **{f"{t}.parquet": 0o600 for t in TABLES}}

@@ -98,12 +98,16 @@ def scenario(engine, tmp_path):
     ClickHouseMarkerTarget(engine, database, NETWORK, OTHER_DATE, WINDOW, "raw_features").touch(7)
     seen["marker set"] = (marker.exists(), marker.loaded_rows())
     seen["status"] = loaded_days(engine, database, NETWORK, [DATE, OTHER_DATE], WINDOW)
+    seen["complete before"] = engine.execute(f"SELECT * FROM {database}.complete_days")
+    for table in TABLES:
+        ClickHouseMarkerTarget(engine, database, NETWORK, DATE, WINDOW, table).touch(1)
+    seen["complete after"] = engine.execute(f"SELECT * FROM {database}.complete_days")
     marker.remove()
     seen["marker removed"] = marker.exists()
     marker.touch(1)
     seen["marker set again"] = marker.loaded_rows()
     seen["versions"] = engine.execute(
-        f"SELECT version FROM {database}.ingestion_markers WHERE table_name = 'raw_alerts' ORDER BY version")
+        f"SELECT max(version) FROM {database}.ingestion_markers WHERE table_name = 'raw_alerts'")  # merges drop older rows
 
     leftover = clickhouse.staging_name("raw_alerts", DATE, WINDOW)
     engine.execute(*sql.create_table(database, TABLES["raw_alerts"], leftover))
@@ -134,17 +138,18 @@ def test_every_statement_gives_the_same_results_on_both_generations(server1816, 
 
     assert ran == statements, f"not exercised on 26.x: {sorted(statements - ran)}"
     assert current == old
-    assert [name for name, _ in old["tables"]] == sorted([*TABLES, "ingestion_markers"])
-    assert {engine for _, engine in old["tables"]} == {"MergeTree", "ReplacingMergeTree"}
+    assert [name for name, _ in old["tables"]] == sorted([*TABLES, "complete_days", "ingestion_markers"])
+    assert {engine for _, engine in old["tables"]} == {"MergeTree", "ReplacingMergeTree", "View"}
     assert old["loaded"] == old["reloaded"] == old["counts"] == {
         "raw_features": 300, "raw_alerts": 30, "raw_clusters": 3, "raw_address_labels": 15}
     assert old["after refused empty"] == 3 and old["allowed empty"] == 0 and old["after allowed empty"] == 0
     assert old["new empty day"] == 0 and old["other days untouched"] == dict(old["counts"], raw_clusters=0)
     assert old["marker before"] is False and old["marker set"] == (True, 30) and old["marker removed"] is False
     assert old["status"] == {DATE: {"raw_alerts": 30}, OTHER_DATE: {"raw_features": 7}}
-    assert old["marker set again"] == 1 and old["versions"] == [(1,), (2,), (3,)]
+    assert old["complete before"] == [] and old["complete after"] == [(NETWORK, DATE, WINDOW)]
+    assert old["marker set again"] == 1 and old["versions"] == [(4,)]
     assert old["fresh staging kept"] == [] and old["stale staging swept"] is True
-    assert [name for (name,) in old["tables at the end"]] == sorted([*TABLES, "ingestion_markers"])
+    assert [name for (name,) in old["tables at the end"]] == sorted([*TABLES, "complete_days", "ingestion_markers"])
 
 
 def test_a_zero_row_day_fails_with_replace_partition_on_the_current_engine(engine26):

@@ -1,8 +1,13 @@
 """The `luigi` command as cron runs it, through a real luigid."""
 import os
+import subprocess
+import sys
+import time
 
-from conftest import DATE, luigid_tasks
+from conftest import DATE, REPO, luigid_tasks
 
+from workflows.config import DEFAULTS, LUIGI_FROM_ENVIRONMENT
+from workflows.local_servers import free_port, luigid_server
 from workflows.meta import TABLES
 
 
@@ -50,3 +55,48 @@ def test_bad_network_name_is_refused_before_any_io(pipeline):
     assert result.stderr.strip().splitlines()[-1] == \
         "configuration error: network: 'Eth-2' is not a network name ([a-z0-9_]+)"
     assert not os.path.exists(pipeline.downloads)
+
+
+def without_our_variables(environ):
+    names = set(DEFAULTS) | {variable for variable, _ in LUIGI_FROM_ENVIRONMENT.values()} | {"LUIGI_CONFIG_PATH"}
+    return {name: value for name, value in environ.items() if name not in names}
+
+
+def test_a_stock_luigid_in_the_project_directory_starts_with_no_variable_set(tmp_path):
+    server = luigid_server(str(tmp_path), free_port(), stock=True, env=without_our_variables(os.environ), cwd=REPO)
+    server.start()  # waits until it answers
+    try:
+        time.sleep(1)
+        assert server.process.poll() is None and server.ready()
+    finally:
+        server.stop()
+
+
+def test_a_failing_day_run_from_another_directory_through_a_stock_luigid_makes_every_attempt(pipeline, tmp_path):
+    """No luigi.cfg where the worker runs: the package's own settings still
+    give luigid's retries (keep_alive) and a non-zero exit ([retcode])."""
+    config = tmp_path / "operator-luigi.cfg"  # the shipped policy, with a retry delay of 1 s instead of 300
+    config.write_text(open(os.path.join(REPO, "luigi.cfg")).read().replace("retry_delay = 300", "retry_delay = 1"))
+    port = free_port()
+    server = luigid_server(str(tmp_path), port, str(config), stock=True, env=without_our_variables(os.environ),
+                           cwd=str(tmp_path))
+    server.start()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pipeline.publish()
+    pipeline.tamper("raw_alerts.parquet")
+    try:
+        env = {**os.environ, **pipeline.env, "LUIGI_SCHEDULER_URL": f"http://127.0.0.1:{port}/",
+               "INGESTION_RETRY_ATTEMPTS": "2"}
+        env.pop("LUIGI_CONFIG_PATH", None)
+        result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows",
+                                 "RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum"],
+                                cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+        disabled = luigid_tasks(f"http://127.0.0.1:{port}/", "DISABLED")
+    finally:
+        server.stop()
+
+    assert result.returncode == 30, result.stderr[-3000:]
+    assert result.stderr.count("bad input: ethereum 2024-10-30 raw_alerts.parquet: sha256 checksum mismatch") == 2
+    assert [t["name"] for t in disabled.values()] == ["VerifyChecksums"]
+    assert not os.path.exists(elsewhere / "luigi.cfg")

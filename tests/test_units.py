@@ -190,11 +190,11 @@ def test_prefetched_stops_its_thread_when_the_consumer_stops():
 def test_env_example_lists_every_variable_with_its_default():
     import os
 
-    from workflows.config import DEFAULTS, LUIGI_CFG_DEFAULTS
+    from workflows.config import DEFAULTS, LUIGI_FROM_ENVIRONMENT
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".env.example")
     listed = dict(line.split("=", 1) for line in open(path).read().splitlines() if line and not line.startswith("#"))
-    expected = {**DEFAULTS, **LUIGI_CFG_DEFAULTS, "REDIS_URL": "redis://localhost:6379/0", "SOT_URL": "/srv/sot"}
+    expected = {**DEFAULTS, **dict(LUIGI_FROM_ENVIRONMENT.values()), "REDIS_URL": "redis://localhost:6379/0", "SOT_URL": "/srv/sot"}
     assert listed == expected
 
 
@@ -262,3 +262,19 @@ def test_native_block_frames_columns_as_the_native_format():
     strings = leb128(1) + b"a" + leb128(200) + ("Ω" * 100).encode()
     assert plain == head + n_column + values + s_column + strings
     assert flagged == head + n_column + b"\0" + values + s_column + b"\0" + strings
+
+
+def test_the_packages_luigi_settings_are_the_documented_defaults():
+    """What a run gets when none of the variables luigi settings come from is set."""
+    from luigi.configuration import LuigiConfigParser
+
+    from workflows.config import LUIGI_DEFAULTS, LUIGI_FROM_ENVIRONMENT
+
+    config = LuigiConfigParser()
+    config.read([LUIGI_DEFAULTS])
+    assert "${" not in open(LUIGI_DEFAULTS).read()  # a stock luigid must start with no variable set
+    luigi_defaults = {("core", "scheduler_url"): "http://localhost:8082/", ("email", "receiver"): "",
+                      ("smtp", "host"): "localhost", ("smtp", "port"): "25"}
+    for (section, option), (variable, documented) in LUIGI_FROM_ENVIRONMENT.items():
+        assert config.get(section, option, luigi_defaults.get((section, option))) == documented, variable
+    assert config.getint("retcode", "task_failed") == 30 and config.getboolean("worker", "keep_alive")

@@ -1,7 +1,7 @@
 """SOT snapshot ingestion: `luigi --module workflows RunDaily`."""
-from .config import export_luigi_cfg_defaults
+from .config import apply_luigi_config
 
-export_luigi_cfg_defaults()  # before luigi reads luigi.cfg
+apply_luigi_config()  # before luigi reads its settings
 
 from luigi.tools.range import RangeDaily  # noqa: E402  (registers RangeDaily for --module workflows)
 

@@ -7,7 +7,7 @@ import sys
 
 import luigi.cmdline
 
-from .config import ConfigError, Settings, check_network, export_luigi_cfg_defaults
+from .config import ConfigError, Settings, check_network
 from .meta import TABLES
 from .tasks import STEPS, Cleanup, DownloadSOT, LoadTable, ValidateMeta, VerifyChecksums, yesterday
 
@@ -78,8 +78,7 @@ def _date(text):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["luigid"]:  # luigid with the defaults luigi.cfg's ${VAR}s need
-        export_luigi_cfg_defaults()
+    if argv[:1] == ["luigid"]:  # with the package's scheduler policy and INGESTION_RETRY_DELAY (import workflows)
         return luigi.cmdline.luigid(argv[1:])
 
     parser = argparse.ArgumentParser(prog="python -m workflows", description=__doc__)

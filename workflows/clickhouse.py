@@ -28,11 +28,13 @@ class DayCountMismatch(RuntimeError):
 
 
 def ensure_schema(ch, database):
-    """Creates the database, the four tables and the marker table when missing."""
+    """Creates the database, the four tables, the marker table and the
+    complete_days view when missing."""
     ch.execute(*sql.create_database(database))
     for table in TABLES.values():
         ch.execute(*sql.create_table(database, table))
     ch.execute(*sql.create_marker_table(database))
+    ch.execute(*sql.create_complete_days_view(database, list(TABLES)))
 
 
 def count_rows(ch, database, table, date, window_days):

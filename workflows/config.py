@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from dotenv import load_dotenv
+from luigi.configuration import LuigiConfigParser
 
 NETWORK_NAME = re.compile(r"[a-z0-9_]+")
 
@@ -36,23 +37,37 @@ DEFAULTS = {
 }
 
 
-# Variables that luigi.cfg interpolates, for the workers and luigid alike.
-LUIGI_CFG_DEFAULTS = {
-    "LUIGI_SCHEDULER_URL": "http://localhost:8082/",
-    "INGESTION_RETRY_DELAY": DEFAULTS["INGESTION_RETRY_DELAY"],
-    "ALERT_EMAIL_TO": "",
-    "ALERT_EMAIL_FROM": "sot-ingestion@localhost",
-    "SMTP_HOST": "localhost",
-    "SMTP_PORT": "25",
+LUIGI_DEFAULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "luigi.cfg")
+
+# luigi settings that the environment gives when the variable is set, and
+# what they are when it is not (luigi's defaults, or the package's luigi.cfg)
+LUIGI_FROM_ENVIRONMENT = {
+    ("core", "scheduler_url"): ("LUIGI_SCHEDULER_URL", "http://localhost:8082/"),
+    ("scheduler", "retry_delay"): ("INGESTION_RETRY_DELAY", DEFAULTS["INGESTION_RETRY_DELAY"]),
+    ("email", "receiver"): ("ALERT_EMAIL_TO", ""),
+    ("email", "sender"): ("ALERT_EMAIL_FROM", "sot-ingestion@localhost"),
+    ("smtp", "host"): ("SMTP_HOST", "localhost"),
+    ("smtp", "port"): ("SMTP_PORT", "25"),
 }
 
 
-def export_luigi_cfg_defaults(environ=os.environ):
-    """Loads `.env` and sets the defaults of the variables luigi.cfg reads,
-    so that luigi never stops on an unset ${VAR}."""
+def apply_luigi_config(environ=os.environ):
+    """Loads `.env`, puts the package's luigi.cfg under the operator's
+    (luigi reads its paths in order, later ones overriding) and sets what
+    the environment gives. Without this a `luigi` run outside the project
+    directory would read no [retcode] and exit 0 on failure."""
     load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
-    for name, default in LUIGI_CFG_DEFAULTS.items():
-        environ.setdefault(name, default)
+    paths = LuigiConfigParser._config_paths
+    if LUIGI_DEFAULTS not in paths:
+        paths.insert(0, LUIGI_DEFAULTS)
+    LuigiConfigParser.reload()
+    config = LuigiConfigParser.instance()
+    for (section, option), (variable, _) in LUIGI_FROM_ENVIRONMENT.items():
+        value = environ.get(variable, "").strip()
+        if value:
+            if not config.has_section(section):
+                config.add_section(section)
+            config.set(section, option, value)
 
 
 class ConfigError(ValueError):

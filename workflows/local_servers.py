@@ -56,9 +56,9 @@ class Server:
     """One server process, its pid file kept in `root` so that a later
     `make demo` finds it running and reuses it."""
 
-    def __init__(self, name, root, command, ready, env=None):
+    def __init__(self, name, root, command, ready, env=None, cwd=None):
         self.name, self.root, self.command, self.ready = name, root, command, ready
-        self.env = env
+        self.env, self.cwd = env, cwd
         self.pidfile = os.path.join(root, f"{name}.pid")
         self.process = None
 
@@ -74,7 +74,7 @@ class Server:
     def start(self, detach=False):
         log = open(os.path.join(self.root, f"{self.name}.out"), "ab")
         self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=detach, env=self.env)
+                                        start_new_session=detach, env=self.env, cwd=self.cwd)
         with open(self.pidfile, "w") as stream:
             stream.write(str(self.process.pid))
         _wait(self.ready, self.name, self.process)
@@ -114,16 +114,18 @@ def clickhouse_server(root, port, http_port):
     return Server("clickhouse", root, ["clickhouse-server", f"--config-file={config}"], ready)
 
 
-def luigid_server(root, port, luigi_config=None):
-    """luigid reads its retry policy from the project's luigi.cfg; started
-    through `python -m workflows luigid`, which fills in the defaults of the
-    variables luigi.cfg reads."""
+def luigid_server(root, port, luigi_config=None, stock=False, env=None, cwd=None):
+    """luigid, through `python -m workflows luigid`, which reads the package's
+    scheduler policy and INGESTION_RETRY_DELAY; or with `stock` the plain
+    `luigid` command, which reads only luigi.cfg in `cwd` or `luigi_config`."""
     url = f"http://127.0.0.1:{port}/api/task_list?data=%7B%7D"
-    env = dict(os.environ, **({"LUIGI_CONFIG_PATH": luigi_config} if luigi_config else {}))
+    env = dict(os.environ if env is None else env, **({"LUIGI_CONFIG_PATH": luigi_config} if luigi_config else {}))
+    command = [os.path.join(os.path.dirname(sys.executable), "luigid")] if stock else \
+        [sys.executable, "-m", "workflows", "luigid"]
     return Server("luigid", root,
-                  [sys.executable, "-m", "workflows", "luigid", "--address", "127.0.0.1",
-                   "--port", str(port), "--logdir", root, "--state-path", os.path.join(root, "luigid-state.pickle")],
-                  lambda: urllib.request.urlopen(url, timeout=1).status == 200, env=env)
+                  command + ["--address", "127.0.0.1", "--port", str(port), "--logdir", root,
+                             "--state-path", os.path.join(root, "luigid-state.pickle")],
+                  lambda: urllib.request.urlopen(url, timeout=1).status == 200, env=env, cwd=cwd)
 
 
 class LocalServers:

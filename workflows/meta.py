@@ -37,6 +37,8 @@ def parse_meta(text):
         doc = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MetaError(f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise MetaError("not valid JSON (nested too deeply)") from None
     if not isinstance(doc, dict) or "files" not in doc:
         raise MetaError('no "files" key')
     files = doc["files"]

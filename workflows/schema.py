@@ -210,6 +210,7 @@ TABLES = {t.name: t for t in (RAW_ALERTS, RAW_FEATURES, RAW_CLUSTERS, RAW_ADDRES
 # Rows are only ever appended, so setting and clearing a marker is synchronous
 # on every server version (ALTER ... DELETE is an asynchronous mutation).
 MARKER_TABLE = "ingestion_markers"
+COMPLETE_DAYS_VIEW = "complete_days"  # for readers: the days whose four tables are loaded
 STAGING_PREFIX = "_staging_"  # tables of loads under way, one per load
 MARKER_COLUMNS = (
     ("network", "String"),

@@ -6,7 +6,7 @@ each one on ClickHouse 18.16 and on a current engine (tests/test_conformance.py
 fails when a function here is not exercised). The SQL sticks to what both
 generations understand: plain MergeTree, no LowCardinality, Bool, skip indexes
 or Parquet on the server, no REPLACE PARTITION from an empty source."""
-from .schema import MARKER_COLUMNS, MARKER_TABLE, STAGING_PREFIX, Table, quote_identifier
+from .schema import COMPLETE_DAYS_VIEW, MARKER_COLUMNS, MARKER_TABLE, STAGING_PREFIX, Table, quote_identifier
 
 
 def _name(database, table):
@@ -43,6 +43,20 @@ def create_marker_table(database):
         f"CREATE TABLE IF NOT EXISTS {_name(database, MARKER_TABLE)} (\n    {columns}\n)"
         f" ENGINE = ReplacingMergeTree(version)"
         f" ORDER BY (network, processing_date, window_days, table_name)"
+    ), None
+
+
+def create_complete_days_view(database, tables):
+    """`complete_days`: the (network, processing_date, window_days) whose
+    tables are all loaded, for readers, since each table is swapped in on its own."""
+    listed = ", ".join(f"'{name}'" for name in tables)
+    return (
+        f"CREATE VIEW IF NOT EXISTS {_name(database, COMPLETE_DAYS_VIEW)} AS"
+        " SELECT network, processing_date, window_days FROM ("
+        " SELECT network, processing_date, window_days, table_name"
+        f" FROM {_name(database, MARKER_TABLE)} WHERE table_name IN ({listed})"
+        " GROUP BY network, processing_date, window_days, table_name HAVING argMax(loaded, version) = 1)"
+        f" GROUP BY network, processing_date, window_days HAVING count() = {len(tables)}"
     ), None
 
 

@@ -26,7 +26,7 @@ from .errors import SnapshotError
 from .meta import META_FILENAME, TABLES, MetaError, file_digest, parse_meta
 from .resources import clickhouse_client, redis_client
 from .schema import TABLES as TABLE_SCHEMAS
-from .sot import SnapshotMissing, open_source
+from .sot import DIRECTORY_MODE, NoSpace, SnapshotMissing, UnsafeFile, open_source
 
 logger = logging.getLogger("workflows")
 
@@ -126,6 +126,7 @@ class IngestionTask(luigi.Task):
             set_percentage(int(percent))
 
     changes_download = False  # replaces or removes the download: runs alone on it
+    checks_download = False  # any failure means the download is not to be trusted
 
     def run(self):
         # A bad-input failure elsewhere, or the cleanup of a run that does not
@@ -170,8 +171,10 @@ class IngestionTask(luigi.Task):
         return marker_key(self.network, self.date, self.window_days, f"failures:{self.task_id}")
 
     def on_failure(self, exception):
-        if isinstance(exception, SnapshotError):
+        if isinstance(exception, SnapshotError) or self.checks_download:
+            # the retry downloads afresh, rather than fail again on this copy
             shutil.rmtree(self.download_dir, ignore_errors=True)
+        if isinstance(exception, SnapshotError):
             reason = str(exception)
             logger.error("bad input: %s", reason)
             explanation = reason
@@ -191,6 +194,10 @@ class IngestionTask(luigi.Task):
 
     def on_success(self):
         self.redis.delete(self.failure_key())
+
+
+class DownloadFailed(RuntimeError):
+    """Not the snapshot's fault (no room for it, ...): one line, and the retry tries again."""
 
 
 class DownloadSOT(IngestionTask):
@@ -213,7 +220,7 @@ class DownloadSOT(IngestionTask):
             if name.startswith(f"{self.window_days}.partial-"):
                 shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
         partial = f"{self.download_dir}.partial-{uuid.uuid4().hex}"
-        os.makedirs(partial)
+        os.makedirs(partial, mode=DIRECTORY_MODE)
         try:
             source.fetch(self.network, self.date, self.window_days, partial)
             with open(os.path.join(partial, DOWNLOAD_STAMP), "w") as stamp:
@@ -222,6 +229,10 @@ class DownloadSOT(IngestionTask):
             os.rename(partial, self.download_dir)
         except SnapshotMissing as exc:
             raise self.bad_input(META_FILENAME, exc) from None
+        except UnsafeFile as exc:
+            raise self.bad_input(exc.filename, exc.reason) from None
+        except NoSpace as exc:
+            raise DownloadFailed(f"{self.network} {self.date} download to {self.settings.download_dir}: {exc}") from None
         finally:
             shutil.rmtree(partial, ignore_errors=True)
 
@@ -229,6 +240,8 @@ class DownloadSOT(IngestionTask):
 class ValidateMeta(IngestionTask):
     """META.json is there, parses, and lists the four tables with
     well-formed checksums and plain file names."""
+
+    checks_download = True
 
     def requires(self):
         return DownloadSOT(self.network, self.date, self.window_days)
@@ -245,6 +258,8 @@ class ValidateMeta(IngestionTask):
 class VerifyChecksums(IngestionTask):
     """Every listed file is present, matches its checksum, and fits its
     table, so that a bad snapshot is refused before any table is loaded."""
+
+    checks_download = True
 
     def requires(self):
         return ValidateMeta(self.network, self.date, self.window_days)
