@@ -1,14 +1,21 @@
 """Faults around the data: the machine, not the snapshot. Each case checks
 the outcome, the one line, and that a plain rerun then loads exactly the
 published rows."""
+import json
 import os
+import signal
 import subprocess
+import time
 
+import luigi
 import pytest
-from conftest import DATE, WINDOW
+from conftest import DATE, WINDOW, luigid_tasks
 
+from workflows.local_servers import free_port, redis_server
 from workflows.meta import TABLES
 from workflows.sample import make_snapshot
+
+RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
 
 
 @pytest.fixture
@@ -41,4 +48,103 @@ def test_a_snapshot_larger_than_the_free_space_is_refused_before_a_byte_is_copie
 
     tables = pipeline.publish()  # a day that fits: the same directory works again
     assert pipeline.run()
+    assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
+
+
+@pytest.fixture
+def own_redis(tmp_path, monkeypatch, pipeline):
+    """A Redis of this test's own, which the test may stop and start."""
+    port = free_port()
+    server = redis_server(str(tmp_path), port)
+    server.start()
+    url = f"redis://127.0.0.1:{port}/0"
+    monkeypatch.setenv("REDIS_URL", url)
+    pipeline.env["REDIS_URL"] = url
+    yield server
+    server.stop()
+
+
+def stop_when(server, task_family, table=None):
+    """Stops `server` when that task has done its work, before its on_success."""
+    def handler(task, _seconds):
+        if type(task).__name__ == task_family and getattr(task, "table", None) == table:
+            server.stop()
+    luigi.Task.event_handler(luigi.Event.PROCESSING_TIME)(handler)
+    return handler
+
+
+def test_redis_lost_right_after_a_load_keeps_the_load_a_success(pipeline, own_redis, caplog):
+    tables = pipeline.publish()
+    handler = stop_when(own_redis, "LoadTable", "raw_alerts")
+    try:
+        assert not pipeline.run()  # the steps after it need Redis
+    finally:
+        luigi.Task.remove_event_handler(luigi.Event.PROCESSING_TIME, handler)
+
+    failed = {type(task).__name__ + str(getattr(task, "table", "")) for task, _ in pipeline.failures}
+    assert "LoadTableraw_alerts" not in failed
+    assert "LoadTableraw_alerts" in {type(t).__name__ + str(getattr(t, "table", "")) for t in pipeline.ran}
+    notices = [json.loads(r.message) for r in caplog.records if r.name == "workflows.alerts" and r.message[:1] == "{"]
+    gave_up = [n for n in notices if n["event"] == "task_gave_up"]
+    assert sorted((n["task"], n["table"]) for n in gave_up) == \
+        sorted((type(t).__name__, getattr(t, "table", None)) for t, _ in pipeline.failures)
+    assert [n["event"] for n in notices].count("cannot_check") <= 1  # one per process, not one per check
+
+    own_redis.start()  # back, empty: nothing was saved
+    assert pipeline.run()
+    assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
+
+
+@pytest.mark.parametrize("server", ["Redis", "ClickHouse"])
+def test_a_server_that_refuses_connections_gives_one_line_naming_it_and_a_notice(pipeline, server):
+    tables = pipeline.publish()
+    closed = free_port()
+    wrong = {"REDIS_URL": f"redis://:secret-pw@127.0.0.1:{closed}/0"} if server == "Redis" else \
+        {"CLICKHOUSE_PORT": str(closed), "CLICKHOUSE_PASSWORD": "secret-pw"}
+
+    result = pipeline.run_cli(*RUN_DAILY, "--local-scheduler", **wrong)
+
+    assert result.returncode == 35, result.stderr[-2000:]  # [retcode] scheduling_error
+    said = [line for line in result.stderr.splitlines() if "cannot check" in line and "{" not in line]
+    assert said and said[0].endswith(f"127.0.0.1:{closed}. Connection refused." if server == "Redis"
+                                      else f"Connection refused (127.0.0.1:{closed})"), said
+    assert said[0].split(" - ")[-1].startswith("ethereum 2024-10-30: cannot check Cleanup: ")
+    notices = [json.loads(line[line.index("{"):]) for line in result.stderr.splitlines() if '"cannot_check"' in line]
+    assert len(notices) == 1 and notices[0]["network"] == "ethereum"
+    assert "secret-pw" not in result.stderr + result.stdout
+
+    assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0
+    assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
+
+
+def wait_for_a_running_load(luigid, table, seconds=120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for task in luigid_tasks(luigid, "RUNNING").values():
+            if task["name"] == "LoadTable" and task["params"].get("table") == table and \
+                    f"{table}: " in (task.get("status_message") or ""):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no LoadTable {table} running within {seconds} s")
+
+
+def test_sigterm_ends_a_load_cleanly_and_an_immediate_rerun_goes_straight_on(pipeline, luigid):
+    tables = pipeline.publish(tables=make_snapshot("ethereum", DATE, WINDOW, 300_000))
+    pipeline.env["INGESTION_RETRY_ATTEMPTS"] = "3"  # a stopped attempt is one failure of three
+    run = pipeline.start_cli(*RUN_DAILY)
+    wait_for_a_running_load(luigid, "raw_features")
+
+    run.send_signal(signal.SIGTERM)  # as systemd and `docker stop` do
+    output = run.communicate(timeout=60)[0]
+
+    assert run.returncode == 30, output[-3000:]  # [retcode] task_failed: luigid was told
+    assert "Terminated: stopped by SIGTERM" in output
+    assert luigid_tasks(luigid, "RUNNING") == {}
+    assert pipeline.ch.execute("SELECT name FROM system.tables WHERE startsWith(name, '_staging_')") == []
+    assert pipeline.count("raw_features") == 0  # the day never saw half a load
+
+    started = time.monotonic()
+    rerun = pipeline.run_cli(*RUN_DAILY)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert time.monotonic() - started < 60  # no waiting for luigid to give up on a vanished worker
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}

@@ -278,3 +278,25 @@ def test_the_packages_luigi_settings_are_the_documented_defaults():
     for (section, option), (variable, documented) in LUIGI_FROM_ENVIRONMENT.items():
         assert config.get(section, option, luigi_defaults.get((section, option))) == documented, variable
     assert config.getint("retcode", "task_failed") == 30 and config.getboolean("worker", "keep_alive")
+
+
+def test_failures_counted_on_this_host_over_the_disable_window(tmp_path):
+    from workflows.alerts import count_failure_here, disable_window
+
+    path = str(tmp_path / "failures" / "LoadTable_x")
+    window = disable_window()
+    assert [count_failure_here(path, now=t) for t in (100.0, 200.0, 300.0)] == [1, 2, 3]
+    assert count_failure_here(path, now=200.0 + window) == 2  # 100 and 200 have left the window; 300 has not
+
+
+def test_a_clickhouse_server_error_becomes_its_code_and_first_sentence():
+    from clickhouse_driver.errors import ServerException
+
+    from workflows.errors import one_line
+
+    trace = "\n".join(f"{i}. /usr/bin/clickhouse(DB::Something{i}()+0x{i:x}) [0x5]" for i in range(40))
+    error = ServerException(f"DB::Exception: Table db.x doesn't exist.\nStack trace:\n\n{trace}", code=60)
+    assert len(str(error)) > 2000
+    assert one_line(error) == "ClickHouse error 60: DB::Exception: Table db.x doesn't exist."
+    assert one_line(ValueError("a\nb  c")) == "ValueError: a b c"
+    assert len(one_line(ValueError("x" * 5000))) == 500

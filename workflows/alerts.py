@@ -4,8 +4,11 @@ line, and a JSON POST to ALERT_WEBHOOK_URL when it is set.
 luigid decides when to give up on a task (retry_count failures within
 [scheduler] disable_window); the workers count the same failures in Redis,
 so the process that sees the last one can say so."""
+import fcntl
 import json
 import logging
+import os
+import time
 import urllib.request
 
 from luigi.configuration import get_config
@@ -27,8 +30,26 @@ def count_failure(redis, key):
     return count
 
 
-def notice(network, date, task, reason, attempts, table=None):
-    return {"event": "task_gave_up", "network": network, "date": date.isoformat(), "task": task, "table": table,
+def count_failure_here(path, now=None):
+    """The same count kept in a file on this host, for when Redis is down:
+    without it every failure would look like the last one, and notify."""
+    now = time.time() if now is None else now
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a+") as stream:
+        fcntl.flock(stream, fcntl.LOCK_EX)
+        stream.seek(0)
+        recent = [line for line in stream.read().split() if float(line) > now - disable_window()]
+        recent.append(repr(now))
+        stream.seek(0)
+        stream.truncate()
+        stream.write("\n".join(recent))
+    return len(recent)
+
+
+def notice(network, date, task, reason, attempts, table=None, event="task_gave_up"):
+    """`task_gave_up`: the last attempt failed; `cannot_check`: a server the
+    pipeline keeps its markers on did not answer, so nothing could run."""
+    return {"event": event, "network": network, "date": date.isoformat(), "task": task, "table": table,
             "attempts": attempts, "reason": reason}
 
 

@@ -16,11 +16,13 @@ DEFAULTS = {
     "REDIS_PORT": "6379",
     "REDIS_DB": "0",
     "CLICKHOUSE_HOST": "localhost",
-    "CLICKHOUSE_PORT": "9000",
+    "CLICKHOUSE_PORT": "",  # 9000, or 9440 with CLICKHOUSE_SECURE=1
     "CLICKHOUSE_USER": "default",
     "CLICKHOUSE_PASSWORD": "",
     "CLICKHOUSE_DATABASE": "risk_assessment_{network}",
     "CLICKHOUSE_SECURE": "0",
+    "CLICKHOUSE_CA_CERTS": "",
+    "CLICKHOUSE_VERIFY": "1",
     "SOT_URL": "",
     "SOT_HOST": "",
     "SOT_PORT": "",
@@ -83,6 +85,8 @@ class Settings:
     clickhouse_password: str
     clickhouse_database: str
     clickhouse_secure: bool
+    clickhouse_ca_certs: str
+    clickhouse_verify: bool
     sot_url: str
     sot_host: str
     sot_port: int | None
@@ -118,11 +122,14 @@ class Settings:
         return cls(
             redis_url=env["REDIS_URL"] or _redis_url_from_parts(env),
             clickhouse_host=env["CLICKHOUSE_HOST"],
-            clickhouse_port=_integer(env, "CLICKHOUSE_PORT", 1, 65535),
+            clickhouse_port=_integer(env, "CLICKHOUSE_PORT", 1, 65535) if env["CLICKHOUSE_PORT"] else
+            (9440 if _flag(env, "CLICKHOUSE_SECURE") else 9000),
             clickhouse_user=env["CLICKHOUSE_USER"],
             clickhouse_password=env["CLICKHOUSE_PASSWORD"],
             clickhouse_database=_database_template(env["CLICKHOUSE_DATABASE"]),
             clickhouse_secure=_flag(env, "CLICKHOUSE_SECURE"),
+            clickhouse_ca_certs=env["CLICKHOUSE_CA_CERTS"],
+            clickhouse_verify=_flag(env, "CLICKHOUSE_VERIFY"),
             sot_url=env["SOT_URL"],
             sot_host=env["SOT_HOST"],
             sot_port=_integer(env, "SOT_PORT", 1, 65535) if env["SOT_PORT"] else None,

@@ -1,4 +1,8 @@
-"""The one exception that bad SOT input raises."""
+"""The exception that bad SOT input raises, and how any failure becomes the
+one line an operator reads."""
+from clickhouse_driver.errors import ServerException
+
+REASON_MAX_CHARS = 500
 
 
 class SnapshotError(Exception):
@@ -10,3 +14,14 @@ class SnapshotError(Exception):
         self.network, self.date, self.filename, self.reason = network, date, filename, reason
         line = " ".join(str(reason).split())  # always one line, whatever the cause said
         super().__init__(f"{network} {date} {filename}: {line}")
+
+
+def one_line(exc):
+    """A failure as one short line. A ClickHouse server error keeps its code
+    and its first sentence, not the server's stack trace (kilobytes)."""
+    if isinstance(exc, ServerException):
+        text = f"ClickHouse error {exc.code}: {str(exc.message).split('Stack trace')[0]}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= REASON_MAX_CHARS else text[: REASON_MAX_CHARS - 1] + "…"

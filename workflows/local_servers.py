@@ -21,9 +21,19 @@ CLICKHOUSE_CONFIG = """<?xml version="1.0"?>
     <default_profile>default</default_profile>
     <default_database>default</default_database>
     <timezone>UTC</timezone>
-    <mark_cache_size>268435456</mark_cache_size>
+    <mark_cache_size>268435456</mark_cache_size>{tls}
 </yandex>
 """
+
+CLICKHOUSE_TLS = """
+    <tcp_port_secure>{port}</tcp_port_secure>
+    <openSSL><server>
+        <certificateFile>{certificate}</certificateFile>
+        <privateKeyFile>{key}</privateKeyFile>
+        <verificationMode>none</verificationMode>
+        <loadDefaultCAFile>false</loadDefaultCAFile>
+        <disableProtocols>sslv2,sslv3</disableProtocols>
+    </server></openSSL>"""
 
 
 def free_port():
@@ -95,17 +105,21 @@ class Server:
                 self.process.wait()
 
 
-def redis_server(root, port):
+def redis_server(root, port, tls=None):
+    """With `tls` = (certificate, key) it serves only TLS, on `port`."""
+    listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", tls[0], "--tls-key-file", tls[1],
+              "--tls-auth-clients", "no"] if tls else ["--port", str(port)]
     return Server("redis", root,
-                  ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", root, "--save", "",
-                   "--appendonly", "no"],
+                  ["redis-server", *listen, "--bind", "127.0.0.1", "--dir", root, "--save", "", "--appendonly", "no"],
                   lambda: _port_open(port))
 
 
-def clickhouse_server(root, port, http_port):
+def clickhouse_server(root, port, http_port, tls=None):
+    """With `tls` = (secure_port, certificate, key) it serves TLS on secure_port too."""
     config = os.path.join(root, "clickhouse.xml")
+    secure = CLICKHOUSE_TLS.format(port=tls[0], certificate=tls[1], key=tls[2]) if tls else ""
     with open(config, "w") as stream:
-        stream.write(CLICKHOUSE_CONFIG.format(root=root, tcp_port=port, http_port=http_port))
+        stream.write(CLICKHOUSE_CONFIG.format(root=root, tcp_port=port, http_port=http_port, tls=secure))
 
     def ready():
         url = f"http://127.0.0.1:{http_port}/?query=SELECT%201"

@@ -24,13 +24,15 @@ def clickhouse_client(settings):
     s = settings
     return _cached(
         ("clickhouse", s.clickhouse_host, s.clickhouse_port, s.clickhouse_user, s.clickhouse_password,
-         s.clickhouse_secure),
+         s.clickhouse_secure, s.clickhouse_ca_certs, s.clickhouse_verify),
         lambda: Client(
             host=s.clickhouse_host,
             port=s.clickhouse_port,
             user=s.clickhouse_user,
             password=s.clickhouse_password,
             secure=s.clickhouse_secure,
+            verify=s.clickhouse_verify,
+            ca_certs=s.clickhouse_ca_certs or None,  # None: the system's CAs
             client_name="sot-ingestion",
             send_receive_timeout=600,
         ),

@@ -10,11 +10,14 @@ import fcntl
 import logging
 import os
 import shutil
+import signal
+import threading
 import uuid
 from contextlib import contextmanager
 
 import luigi
 import redis
+from clickhouse_driver.errors import Error as ClickHouseError
 
 from targets import ClickHouseMarkerTarget, RedisMarkerTarget
 from targets.clickhouse_marker import loaded_days
@@ -22,7 +25,7 @@ from targets.redis_marker import marker_key
 
 from . import alerts, clickhouse, loader
 from .config import ConfigError, Settings, check_network
-from .errors import SnapshotError
+from .errors import SnapshotError, one_line
 from .meta import META_FILENAME, TABLES, MetaError, file_digest, parse_meta
 from .resources import clickhouse_client, redis_client
 from .schema import TABLES as TABLE_SCHEMAS
@@ -52,6 +55,42 @@ def download_dir(settings, network, date, window_days):
     return os.path.join(settings.download_dir, network, date.isoformat(), str(int(window_days)))
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived while a step ran. Not an Exception, like
+    KeyboardInterrupt, so that no `except Exception` on the way (luigi's
+    status reporting, for one) swallows it."""
+
+
+_step_running = False
+
+
+def _on_sigterm(signum, frame):
+    # stop asking luigid for work (luigi's own SIGUSR1 handler), and end the
+    # running step: its cleanup drops the insert and the staging table, and
+    # the worker tells luigid it failed, so a rerun need not wait for luigid
+    # to notice a vanished worker
+    phase_out = signal.getsignal(signal.SIGUSR1)
+    if callable(phase_out):
+        phase_out(signal.SIGUSR1, frame)
+    if _step_running:
+        raise Terminated("stopped by SIGTERM")
+
+
+@contextmanager
+def stopped_by_sigterm():
+    """Runs a step so that SIGTERM (systemd, `docker stop`) ends it cleanly.
+    Signal handlers live in a process's main thread: the worker's with one
+    worker process, each task's own with several."""
+    global _step_running
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    _step_running = True
+    try:
+        yield
+    finally:
+        _step_running = False
+
+
 class IngestionTask(luigi.Task):
     """Shared parameters, clients and failure handling of every step."""
 
@@ -60,6 +99,7 @@ class IngestionTask(luigi.Task):
     window_days = luigi.IntParameter()
 
     _schemas_ready = set()  # (pid, server, database) whose tables exist, checked once per process
+    _unavailable_noticed = False  # a notice that a server does not answer was sent by this process
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -142,9 +182,29 @@ class IngestionTask(luigi.Task):
                 if self.done_meanwhile():
                     return
                 if all(task.complete() for task in luigi.task.flatten(self.requires())):
-                    self.execute()
+                    with stopped_by_sigterm():
+                        self.execute()
                     return
         raise RuntimeError(f"the download was removed {MAX_REFETCHES} times while this step waited for it")
+
+    def complete(self):
+        """luigi's check, with a server that does not answer reported in one
+        line and one notice per process (luigi would log a traceback and
+        exit 35 without saying which server)."""
+        try:
+            return self.is_complete()
+        except (redis.RedisError, ClickHouseError, OSError) as exc:
+            reason = f"{self.network} {self.date}: cannot check {self.task_family}: {one_line(exc)}"
+            if not IngestionTask._unavailable_noticed:
+                IngestionTask._unavailable_noticed = True
+                logger.error(reason)
+                alerts.send(alerts.notice(self.network, self.date, self.task_family, reason, 0,
+                                          getattr(self, "table", None), event="cannot_check"),
+                            self.settings.alert_webhook_url)
+            raise ServerUnavailable(reason) from None
+
+    def is_complete(self):
+        return super().complete()
 
     def done_meanwhile(self):
         """Another run did this step while this one waited for its inputs."""
@@ -179,21 +239,29 @@ class IngestionTask(luigi.Task):
             logger.error("bad input: %s", reason)
             explanation = reason
         else:
-            reason = " ".join(f"{type(exception).__name__}: {exception}".split())
+            reason = one_line(exception)
             explanation = super().on_failure(exception)
         self.report(reason)
         try:
             attempts = alerts.count_failure(self.redis, self.failure_key())
-        except redis.RedisError as exc:  # the marker store is down too: say so, and notify anyway
-            logger.error("could not count the failure in Redis: %s", exc)
-            attempts = self.retry_count
+        except redis.RedisError as exc:  # the marker store is down too: count on this host instead
+            logger.error("could not count the failure in Redis: %s", one_line(exc))
+            attempts = alerts.count_failure_here(
+                os.path.join(self.settings.download_dir, ".failures", self.task_id))
         if attempts >= self.retry_count:
             alerts.send(alerts.notice(self.network, self.date, self.task_family, reason, attempts,
                                       getattr(self, "table", None)), self.settings.alert_webhook_url)
         return explanation
 
     def on_success(self):
-        self.redis.delete(self.failure_key())
+        try:
+            self.redis.delete(self.failure_key())
+        except redis.RedisError as exc:  # the step is done all the same; the count expires by itself
+            logger.warning("could not clear the failure count in Redis: %s", one_line(exc))
+
+
+class ServerUnavailable(RuntimeError):
+    """Redis or ClickHouse did not answer while checking a step; the message is one line."""
 
 
 class DownloadFailed(RuntimeError):
@@ -343,7 +411,7 @@ class Cleanup(IngestionTask):
     def output(self):
         return self.redis_marker("cleanup", "done")
 
-    def complete(self):
+    def is_complete(self):
         return self.date in self.done_dates([self])
 
     @staticmethod

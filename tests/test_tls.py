@@ -1,0 +1,84 @@
+"""TLS to ClickHouse and to Redis, against real servers on loopback serving
+TLS only with a certificate of a CA this test makes with openssl."""
+import subprocess
+
+import pytest
+from clickhouse_driver import Client
+from conftest import DATE
+
+from workflows.config import Settings
+from workflows.local_servers import clickhouse_server, free_port, redis_server
+from workflows.meta import TABLES
+
+RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler")
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory):
+    """A CA, and a certificate it signed for 127.0.0.1."""
+    folder = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=sot-ingestion test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=127.0.0.1")
+    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "2", "-extfile", "san.cnf")
+    return {name: str(folder / name) for name in ("ca.pem", "server.pem", "server.key")}
+
+
+@pytest.fixture(scope="module")
+def tls_servers(certificates, tmp_path_factory):
+    """ClickHouse 18.16 serving TLS on its secure port, and a Redis serving TLS only."""
+    root = str(tmp_path_factory.mktemp("tls-servers"))
+    secure_port, redis_port = free_port(), free_port()
+    servers = [clickhouse_server(root, free_port(), free_port(),
+                                 tls=(secure_port, certificates["server.pem"], certificates["server.key"])),
+               redis_server(root, redis_port, tls=(certificates["server.pem"], certificates["server.key"]))]
+    for server in servers:
+        server.start()
+    yield {"CLICKHOUSE_HOST": "127.0.0.1", "CLICKHOUSE_PORT": str(secure_port), "CLICKHOUSE_SECURE": "1",
+           "REDIS_URL": f"rediss://127.0.0.1:{redis_port}/0?ssl_ca_certs={certificates['ca.pem']}"}
+    for server in servers:
+        server.stop()
+
+
+def test_a_day_loads_over_tls_to_clickhouse_and_redis(pipeline, tls_servers, certificates):
+    tables = pipeline.publish()
+
+    result = pipeline.run_cli(*RUN_DAILY, **tls_servers, CLICKHOUSE_CA_CERTS=certificates["ca.pem"])
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    over_tls = Client("127.0.0.1", port=int(tls_servers["CLICKHOUSE_PORT"]), secure=True,
+                      ca_certs=certificates["ca.pem"])
+    counts = {t: over_tls.execute(f"SELECT count() FROM risk_assessment_ethereum.{t}")[0][0] for t in TABLES}
+    assert counts == {t: tables[t].num_rows for t in TABLES}
+
+
+def test_a_certificate_of_an_unknown_ca_is_refused_in_one_line(pipeline, tls_servers):
+    pipeline.publish()
+
+    result = pipeline.run_cli(*RUN_DAILY, **tls_servers)  # no CLICKHOUSE_CA_CERTS: the system's CAs
+
+    assert result.returncode == 35, result.stderr[-3000:]
+    said = [line for line in result.stderr.splitlines() if "cannot check" in line and "{" not in line]
+    assert said and "CERTIFICATE_VERIFY_FAILED" in said[0], said
+
+
+def test_verification_can_be_turned_off(pipeline, tls_servers):
+    pipeline.publish()
+
+    result = pipeline.run_cli(*RUN_DAILY, **tls_servers, CLICKHOUSE_VERIFY="0")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_default_port_follows_clickhouse_secure():
+    env = {"SOT_URL": "/srv/sot"}
+    assert Settings.from_env(env).clickhouse_port == 9000
+    assert Settings.from_env(dict(env, CLICKHOUSE_SECURE="1")).clickhouse_port == 9440
+    assert Settings.from_env(dict(env, CLICKHOUSE_SECURE="1", CLICKHOUSE_PORT="9999")).clickhouse_port == 9999
