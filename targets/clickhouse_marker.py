@@ -11,11 +11,20 @@ from workflows import sql
 
 
 def loaded_days(client, database, network, dates, window_days):
-    """{date: {table_name: rows}} of the tables whose marker is set, for
-    several days in one query."""
-    days = {}
+    """{date: {table_name: rows}} of the tables whose marker is set and whose
+    day holds the rows the marker counted: a day whose rows changed since
+    (a server that crashed after a swap can bring replaced parts back)
+    counts as not loaded, so the next run loads it again. One query for the
+    markers and one per table marked."""
+    marked = {}
     for date, table_name, rows in client.execute(*sql.loaded_days(database, network, dates, window_days)):
-        days.setdefault(date, {})[table_name] = rows
+        marked.setdefault(table_name, {})[date] = rows
+    days = {}
+    for table_name, rows_by_date in marked.items():
+        held = dict(client.execute(*sql.day_counts(database, table_name, list(rows_by_date), window_days)))
+        for date, rows in rows_by_date.items():
+            if held.get(date, 0) == rows:
+                days.setdefault(date, {})[table_name] = rows
     return days
 
 

@@ -9,9 +9,11 @@ import time
 
 import luigi
 import pytest
+from clickhouse_driver import Client
 from conftest import DATE, WINDOW, luigid_tasks
 
-from workflows.local_servers import free_port, redis_server
+from workflows import cli
+from workflows.local_servers import clickhouse_server, free_port, redis_server
 from workflows.meta import TABLES
 from workflows.sample import make_snapshot
 
@@ -148,3 +150,41 @@ def test_sigterm_ends_a_load_cleanly_and_an_immediate_rerun_goes_straight_on(pip
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert time.monotonic() - started < 60  # no waiting for luigid to give up on a vanished worker
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
+
+
+@pytest.fixture
+def own_clickhouse(tmp_path, monkeypatch, pipeline):
+    """A ClickHouse of this test's own, which the test may kill and start again on the same data."""
+    port = free_port()
+    server = clickhouse_server(str(tmp_path), port, free_port())
+    server.start()
+    monkeypatch.setenv("CLICKHOUSE_PORT", str(port))
+    pipeline.env["CLICKHOUSE_PORT"] = str(port)
+    pipeline.ch = Client("127.0.0.1", port=port)
+    yield server
+    server.stop()
+
+
+def test_clickhouse_killed_mid_load_leaves_readers_the_old_day_and_a_rerun_loads_the_new(pipeline, own_clickhouse):
+    pipeline.publish(tables=make_snapshot("ethereum", DATE, WINDOW, 300_000))
+    assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0
+    old = pipeline.counts()
+    republished = pipeline.publish(tables=make_snapshot("ethereum", DATE, WINDOW, 250_000, seed=1))
+    cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum", "--step", "download"])
+
+    run = pipeline.start_cli(*RUN_DAILY, "--local-scheduler")
+    deadline = time.monotonic() + 120
+    while not pipeline.ch.execute("SELECT count() FROM system.processes"
+                                  " WHERE query LIKE 'INSERT INTO%\\\\_staging\\\\_raw\\\\_features%'")[0][0]:
+        assert time.monotonic() < deadline and run.poll() is None, "no raw_features insert seen"
+        time.sleep(0.02)
+    own_clickhouse.process.kill()  # SIGKILL, mid-insert
+    own_clickhouse.process.wait()
+    output = run.communicate(timeout=120)[0]
+    own_clickhouse.start()  # the same data directory
+
+    assert run.returncode == 30, output[-3000:]
+    assert pipeline.count("raw_features") == old["raw_features"]  # readers still have the old day
+    assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0
+    assert pipeline.counts() == {t: republished[t].num_rows for t in TABLES}
+    assert pipeline.ch.execute("SELECT name FROM system.tables WHERE startsWith(name, '_staging_')") == []

@@ -300,3 +300,19 @@ def test_a_clickhouse_server_error_becomes_its_code_and_first_sentence():
     assert one_line(error) == "ClickHouse error 60: DB::Exception: Table db.x doesn't exist."
     assert one_line(ValueError("a\nb  c")) == "ValueError: a b c"
     assert len(one_line(ValueError("x" * 5000))) == 500
+
+
+def test_a_staging_table_is_abandoned_when_its_process_is_gone_or_it_is_old():
+    import subprocess
+    import sys
+
+    from workflows.clickhouse import abandoned, staging_name
+
+    mine = staging_name("raw_alerts", dt.date(2024, 10, 30), 195)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _, host, pid, _ = mine.rsplit("_", 3)
+    of_a_dead_process = mine.replace(f"_{host}_{pid}_", f"_{host}_{int(dead.stdout)}_")
+    of_another_host = mine.replace(f"_{host}_", "_0badc0de_")
+    assert not abandoned(mine, 10) and abandoned(mine, 2 * 3600)
+    assert abandoned(of_a_dead_process, 10)
+    assert not abandoned(of_another_host, 10) and abandoned(of_another_host, 2 * 3600)

@@ -1,6 +1,9 @@
 """ClickHouse access: schema, staging tables, the streaming Native insert and
 the atomic swap of one (processing_date, window_days) slice. The statements
 are in workflows.sql; the clients in workflows.resources."""
+import hashlib
+import os
+import socket
 import uuid
 from contextlib import contextmanager
 
@@ -17,7 +20,9 @@ from .schema import STAGING_PREFIX, TABLES
 
 # A staging table older than this belongs to a load that died (a load of a
 # 5M-row file takes about a minute); the next load in the database drops it.
+# One whose process is gone from this host is dropped at once.
 STAGING_MAX_AGE_SECONDS = 2 * 3600
+HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 # Buffers smaller than this go through the connection's write buffer;
 # larger ones straight to the socket, without a copy.
 _SMALL_BUFFER = 64 << 10
@@ -42,13 +47,35 @@ def count_rows(ch, database, table, date, window_days):
 
 
 def staging_name(table_name, date, window_days):
-    """A name of its own for each load, so concurrent loads of one day never share a staging table."""
-    return f"{STAGING_PREFIX}{table_name}_{date:%Y%m%d}_{int(window_days)}_{uuid.uuid4().hex[:12]}"
+    """A name of its own for each load, so concurrent loads of one day never
+    share a staging table; it carries the loading host and process."""
+    return (f"{STAGING_PREFIX}{table_name}_{date:%Y%m%d}_{int(window_days)}_{HOST_TAG}_{os.getpid()}"
+            f"_{uuid.uuid4().hex[:6]}")
+
+
+def abandoned(name, age_seconds, max_age_seconds=STAGING_MAX_AGE_SECONDS):
+    """Whether a staging table's load is dead: its process is gone from this
+    host, or, made elsewhere, the table is older than max_age_seconds."""
+    if age_seconds >= max_age_seconds:
+        return True
+    _, host, pid, _ = name.rsplit("_", 3)
+    return host == HOST_TAG and pid.isdigit() and not _alive(int(pid))
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def sweep_staging(ch, database, max_age_seconds=STAGING_MAX_AGE_SECONDS):
     """Drops the staging tables that dead loads left; returns their names."""
-    stale = [name for (name,) in ch.execute(*sql.stale_staging_tables(database, max_age_seconds))]
+    stale = [name for name, age in ch.execute(*sql.staging_tables(database))
+             if abandoned(name, age, max_age_seconds)]
     for name in stale:
         ch.execute(*sql.drop_table(database, name))
     return stale

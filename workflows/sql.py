@@ -86,13 +86,19 @@ def count_rows(database, table, date, window_days):
             {"date": date, "window_days": int(window_days)})
 
 
-def stale_staging_tables(database, max_age_seconds):
-    """Staging tables older than `max_age_seconds` by the server's clock:
-    left behind by loads that died."""
-    return ("SELECT name FROM system.tables"
-            " WHERE database = %(database)s AND startsWith(name, %(prefix)s)"
-            " AND metadata_modification_time < now() - %(max_age)s ORDER BY name",
-            {"database": database, "prefix": STAGING_PREFIX, "max_age": int(max_age_seconds)})
+def day_counts(database, table, dates, window_days):
+    """(processing_date, rows) of several days of one table."""
+    return (f"SELECT processing_date, count() FROM {_name(database, table)}"
+            " WHERE processing_date IN %(dates)s AND window_days = %(window_days)s"
+            " GROUP BY processing_date ORDER BY processing_date",
+            {"dates": tuple(dates), "window_days": int(window_days)})
+
+
+def staging_tables(database):
+    """(name, age in seconds by the server's clock) of the staging tables."""
+    return ("SELECT name, toInt64(toUInt32(now())) - toUInt32(metadata_modification_time) FROM system.tables"
+            " WHERE database = %(database)s AND startsWith(name, %(prefix)s) ORDER BY name",
+            {"database": database, "prefix": STAGING_PREFIX})
 
 
 def append_marker(database, network, date, window_days, table_name, loaded, rows):
