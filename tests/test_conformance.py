@@ -70,7 +70,7 @@ def scenario(engine, tmp_path):
     loads, a reload, zero-row days, markers, status and the staging sweep do
     them; returns what each observable step gave."""
     database = new_database()
-    seen = {}
+    seen = {"ping": engine.execute(*sql.ping())}
     clickhouse.ensure_schema(engine, database)
     clickhouse.ensure_schema(engine, database)  # a second run changes nothing
     seen["tables"] = engine.execute(
@@ -138,6 +138,7 @@ def test_every_statement_gives_the_same_results_on_both_generations(server1816, 
 
     assert ran == statements, f"not exercised on 26.x: {sorted(statements - ran)}"
     assert current == old
+    assert old["ping"] == [(1,)]
     assert [name for name, _ in old["tables"]] == sorted([*TABLES, "complete_days", "ingestion_markers"])
     assert {engine for _, engine in old["tables"]} == {"MergeTree", "ReplacingMergeTree", "View"}
     assert old["loaded"] == old["reloaded"] == old["counts"] == {

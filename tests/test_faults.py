@@ -188,3 +188,27 @@ def test_clickhouse_killed_mid_load_leaves_readers_the_old_day_and_a_rerun_loads
     assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0
     assert pipeline.counts() == {t: republished[t].num_rows for t in TABLES}
     assert pipeline.ch.execute("SELECT name FROM system.tables WHERE startsWith(name, '_staging_')") == []
+
+
+@pytest.mark.parametrize("server", ["Redis", "ClickHouse"])
+def test_a_server_that_accepts_and_never_answers_fails_the_run_within_the_connect_timeout(
+        pipeline, server, request):
+    tables = pipeline.publish()
+    hung = request.getfixturevalue("own_redis" if server == "Redis" else "own_clickhouse")
+    hung.process.send_signal(signal.SIGSTOP)  # the kernel still accepts its connections
+    try:
+        started = time.monotonic()
+        result = pipeline.run_cli(*RUN_DAILY, "--local-scheduler", INGESTION_CONNECT_TIMEOUT="2")
+        elapsed = time.monotonic() - started
+    finally:
+        hung.process.send_signal(signal.SIGCONT)
+
+    assert result.returncode == 35, result.stderr[-2000:]
+    assert elapsed < 30
+    said = [line for line in result.stderr.splitlines() if "cannot check" in line and "{" not in line]
+    port = pipeline.env["REDIS_URL"].split(":")[-1].split("/")[0] if server == "Redis" else \
+        pipeline.env["CLICKHOUSE_PORT"]
+    assert said and f"cannot check Cleanup: {server} 127.0.0.1:{port}: " in said[0], said
+    assert "timed out" in said[0].lower() or "timeout" in said[0].lower(), said
+    assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0
+    assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}

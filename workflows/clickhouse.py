@@ -108,7 +108,7 @@ def swap_day(ch, database, table, staging, date, window_days, rows):
                                " did another load of the same day run at the same time?")
 
 
-# What the insert relies on inside clickhouse-driver, which has no public call
+# What the product relies on inside clickhouse-driver, which has no public call
 # for sending pre-encoded blocks; setup.cfg pins the version it was read from
 # and tests/test_units.py checks these are still there.
 DRIVER_INTERNALS = ("Client.establish_connection", "Client.receive_sample_block", "Client.receive_profile_events",

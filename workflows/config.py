@@ -35,6 +35,7 @@ DEFAULTS = {
     "INGESTION_RETRY_ATTEMPTS": "3",
     "INGESTION_RETRY_DELAY": "300",
     "INGESTION_ALLOW_EMPTY_DAY": "0",
+    "INGESTION_CONNECT_TIMEOUT": "10",
     "ALERT_WEBHOOK_URL": "",
 }
 
@@ -99,6 +100,7 @@ class Settings:
     retry_attempts: int
     retry_delay: int
     allow_empty_day: bool
+    connect_timeout: int
     alert_webhook_url: str
 
     def database_for(self, network):
@@ -142,6 +144,7 @@ class Settings:
             retry_attempts=_integer(env, "INGESTION_RETRY_ATTEMPTS", 1, 1000),
             retry_delay=_integer(env, "INGESTION_RETRY_DELAY", 0, 86400),
             allow_empty_day=_flag(env, "INGESTION_ALLOW_EMPTY_DAY"),
+            connect_timeout=_integer(env, "INGESTION_CONNECT_TIMEOUT", 1, 3600),
             alert_webhook_url=env["ALERT_WEBHOOK_URL"],
         )
 

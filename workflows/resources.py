@@ -6,6 +6,8 @@ import os
 import redis
 from clickhouse_driver import Client
 
+from . import sql
+
 _clients = {}
 
 
@@ -16,16 +18,30 @@ def _cached(key, make):
     return _clients[key]
 
 
+# A load's blocks and the server's answers to them may take this long; the
+# connection and its handshake get settings.connect_timeout.
+LOAD_TIMEOUT_SECONDS = 600
+
+
 def redis_client(settings):
-    return _cached(("redis", settings.redis_url), lambda: redis.Redis.from_url(settings.redis_url))
+    # every command is small: the connect timeout bounds each answer too
+    return _cached(("redis", settings.redis_url, settings.connect_timeout),
+                   lambda: redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout,
+                                                socket_timeout=settings.connect_timeout))
+
+
+def redis_address(client):
+    """host:port of a Redis client, for messages: never its password."""
+    options = client.connection_pool.connection_kwargs
+    return f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
 
 
 def clickhouse_client(settings):
     s = settings
     return _cached(
         ("clickhouse", s.clickhouse_host, s.clickhouse_port, s.clickhouse_user, s.clickhouse_password,
-         s.clickhouse_secure, s.clickhouse_ca_certs, s.clickhouse_verify),
-        lambda: Client(
+         s.clickhouse_secure, s.clickhouse_ca_certs, s.clickhouse_verify, s.connect_timeout),
+        lambda: _connected(Client(
             host=s.clickhouse_host,
             port=s.clickhouse_port,
             user=s.clickhouse_user,
@@ -34,6 +50,17 @@ def clickhouse_client(settings):
             verify=s.clickhouse_verify,
             ca_certs=s.clickhouse_ca_certs or None,  # None: the system's CAs
             client_name="sot-ingestion",
-            send_receive_timeout=600,
-        ),
+            connect_timeout=s.connect_timeout,
+            send_receive_timeout=s.connect_timeout,
+        )),
     )
+
+
+def _connected(client):
+    """Connects now, handshake and a first answer included, within the
+    connect timeout (the driver would give the handshake the long timeout of
+    a load), then allows the load's. A later reconnect gets the long one."""
+    client.execute(*sql.ping())
+    client.connection.send_receive_timeout = LOAD_TIMEOUT_SECONDS
+    client.connection.socket.settimeout(LOAD_TIMEOUT_SECONDS)
+    return client

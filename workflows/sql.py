@@ -17,6 +17,11 @@ def _partition(date, window_days):
     return f"('{date.isoformat()}', {int(window_days)})"
 
 
+def ping():
+    """The first query on a new connection, which proves it answers."""
+    return "SELECT 1", None
+
+
 def create_database(database):
     return f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}", None
 

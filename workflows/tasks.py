@@ -27,7 +27,7 @@ from . import alerts, clickhouse, loader
 from .config import ConfigError, Settings, check_network
 from .errors import SnapshotError, one_line
 from .meta import META_FILENAME, TABLES, MetaError, file_digest, parse_meta
-from .resources import clickhouse_client, redis_client
+from .resources import clickhouse_client, redis_address, redis_client
 from .schema import TABLES as TABLE_SCHEMAS
 from .sot import DIRECTORY_MODE, NoSpace, SnapshotMissing, UnsafeFile, open_source
 
@@ -194,7 +194,9 @@ class IngestionTask(luigi.Task):
         try:
             return self.is_complete()
         except (redis.RedisError, ClickHouseError, OSError) as exc:
-            reason = f"{self.network} {self.date}: cannot check {self.task_family}: {one_line(exc)}"
+            server = (f"Redis {redis_address(self.redis)}" if isinstance(exc, redis.RedisError) else
+                      f"ClickHouse {self.settings.clickhouse_host}:{self.settings.clickhouse_port}")
+            reason = f"{self.network} {self.date}: cannot check {self.task_family}: {server}: {one_line(exc)}"
             if not IngestionTask._unavailable_noticed:
                 IngestionTask._unavailable_noticed = True
                 logger.error(reason)
