@@ -212,3 +212,23 @@ def test_a_server_that_accepts_and_never_answers_fails_the_run_within_the_connec
     assert "timed out" in said[0].lower() or "timeout" in said[0].lower(), said
     assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
+
+
+def test_the_worker_sigkilled_mid_load_leaves_the_day_whole_and_a_rerun_loads_it(pipeline):
+    tables = pipeline.publish(tables=make_snapshot("ethereum", DATE, WINDOW, 300_000))
+    run = pipeline.start_cli(*RUN_DAILY, "--local-scheduler")
+    deadline = time.monotonic() + 120
+    while not pipeline.ch.execute("SELECT count() FROM system.processes"
+                                  " WHERE query LIKE 'INSERT INTO%\\\\_staging\\\\_raw\\\\_features%'")[0][0]:
+        assert time.monotonic() < deadline and run.poll() is None, "no raw_features insert seen"
+        time.sleep(0.02)
+    run.kill()  # SIGKILL: no cleanup of any kind
+    run.communicate(timeout=60)
+
+    assert pipeline.count("raw_features") == 0  # a new day: no half of it visible
+    assert pipeline.ch.execute("SELECT count() FROM system.tables WHERE startsWith(name, '_staging_raw_features')")[0][0]
+    rerun = pipeline.run_cli(*RUN_DAILY, "--local-scheduler")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
+    # the dead worker's staging table went with the rerun's first load
+    assert pipeline.ch.execute("SELECT name FROM system.tables WHERE startsWith(name, '_staging_')") == []
