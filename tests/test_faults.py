@@ -152,6 +152,15 @@ def test_sigterm_ends_a_load_cleanly_and_an_immediate_rerun_goes_straight_on(pip
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
 
 
+def wait_for_the_features_insert(pipeline, run, seconds=120):
+    """Until the run's INSERT into a raw_features staging table is under way on the server."""
+    deadline = time.monotonic() + seconds
+    while not pipeline.ch.execute("SELECT count() FROM system.processes"
+                                  " WHERE query LIKE 'INSERT INTO%\\\\_staging\\\\_raw\\\\_features%'")[0][0]:
+        assert time.monotonic() < deadline and run.poll() is None, "no raw_features insert seen"
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def own_clickhouse(tmp_path, monkeypatch, pipeline):
     """A ClickHouse of this test's own, which the test may kill and start again on the same data."""
@@ -173,11 +182,7 @@ def test_clickhouse_killed_mid_load_leaves_readers_the_old_day_and_a_rerun_loads
     cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum", "--step", "download"])
 
     run = pipeline.start_cli(*RUN_DAILY, "--local-scheduler")
-    deadline = time.monotonic() + 120
-    while not pipeline.ch.execute("SELECT count() FROM system.processes"
-                                  " WHERE query LIKE 'INSERT INTO%\\\\_staging\\\\_raw\\\\_features%'")[0][0]:
-        assert time.monotonic() < deadline and run.poll() is None, "no raw_features insert seen"
-        time.sleep(0.02)
+    wait_for_the_features_insert(pipeline, run)
     own_clickhouse.process.kill()  # SIGKILL, mid-insert
     own_clickhouse.process.wait()
     output = run.communicate(timeout=120)[0]
@@ -217,11 +222,7 @@ def test_a_server_that_accepts_and_never_answers_fails_the_run_within_the_connec
 def test_the_worker_sigkilled_mid_load_leaves_the_day_whole_and_a_rerun_loads_it(pipeline):
     tables = pipeline.publish(tables=make_snapshot("ethereum", DATE, WINDOW, 300_000))
     run = pipeline.start_cli(*RUN_DAILY, "--local-scheduler")
-    deadline = time.monotonic() + 120
-    while not pipeline.ch.execute("SELECT count() FROM system.processes"
-                                  " WHERE query LIKE 'INSERT INTO%\\\\_staging\\\\_raw\\\\_features%'")[0][0]:
-        assert time.monotonic() < deadline and run.poll() is None, "no raw_features insert seen"
-        time.sleep(0.02)
+    wait_for_the_features_insert(pipeline, run)
     run.kill()  # SIGKILL: no cleanup of any kind
     run.communicate(timeout=60)
 
