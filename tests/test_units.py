@@ -316,3 +316,20 @@ def test_a_staging_table_is_abandoned_when_its_process_is_gone_or_it_is_old():
     assert not abandoned(mine, 10) and abandoned(mine, 2 * 3600)
     assert abandoned(of_a_dead_process, 10)
     assert not abandoned(of_another_host, 10) and abandoned(of_another_host, 2 * 3600)
+
+
+def test_a_date_beyond_pythons_range_is_named_not_a_crash(tmp_path):
+    """Found by test_properties: a bit flip in a date32 column."""
+    import pyarrow.parquet as pq
+
+    from workflows.loader import FileMismatch, check_parquet
+    from workflows.sample import make_snapshot
+
+    day = dt.date(2024, 10, 30)
+    table = make_snapshot("ethereum", day, 195, 100)["raw_address_labels"]
+    dates = pa.array([day] * (table.num_rows - 1), pa.date32()).cast(pa.int32()).to_pylist() + [2**30]
+    table = table.set_column(table.schema.get_field_index("processing_date"), "processing_date",
+                             pa.array(dates, pa.int32()).cast(pa.date32()))
+    pq.write_table(table, tmp_path / "labels.parquet")
+    with pytest.raises(FileMismatch, match=r"column processing_date: rows of date32\[day\] 1073741824 in a snapshot"):
+        check_parquet(str(tmp_path / "labels.parquet"), TABLES["raw_address_labels"], day, 195, "ethereum")

@@ -66,7 +66,7 @@ class CheckedParquet:
         try:
             for batch in self.parquet.iter_batches(batch_size=BATCH_ROWS, columns=[c.name for c in self.columns]):
                 yield batch.num_rows, [(column, self._conform(batch, column)) for column in self.columns]
-        except (pa.ArrowException, OSError) as exc:
+        except (pa.ArrowException, OSError, OverflowError) as exc:
             raise FileMismatch(f"corrupt Parquet data ({_one_line(exc)})") from None
 
     def _conform(self, batch, column):
@@ -83,7 +83,15 @@ class CheckedParquet:
 def _check_all_equal(array, value):
     differs = pc.invert(pc.equal(array, pa.scalar(value, type=array.type)))
     if len(array) and pc.any(differs).as_py():
-        raise ColumnMismatch(f"rows of {array.filter(differs)[0].as_py()} in a snapshot of {value}")
+        raise ColumnMismatch(f"rows of {_shown(array.filter(differs)[0])} in a snapshot of {value}")
+
+
+def _shown(scalar):
+    """A value for a message; a date beyond Python's range as its day number."""
+    try:
+        return scalar.as_py()
+    except (OverflowError, ValueError):
+        return f"{scalar.type} {scalar.value}"
 
 
 def check_parquet(path, table, date, window_days, network, on_progress=None):
