@@ -12,6 +12,7 @@ import urllib.request
 import luigi
 import pytest
 from clickhouse_driver import Client
+from hypothesis import settings as hypothesis_settings
 from redis import Redis
 
 from workflows import tasks
@@ -19,6 +20,12 @@ from workflows.local_servers import LocalServers, free_port, luigid_server
 from workflows.meta import TABLES
 from workflows.sample import make_snapshot, write_snapshot
 from workflows.schema import TABLES as SCHEMAS
+
+# CI (CI=true) tries the same examples every time, so a landing never waits on
+# a new random find; elsewhere every run explores new ones
+hypothesis_settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATE = dt.date(2024, 10, 30)
