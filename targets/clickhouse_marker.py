@@ -10,15 +10,16 @@ import luigi
 from workflows import sql
 
 
-def loaded_days(client, database, network, dates, window_days):
-    """{date: {table_name: rows}} of the tables whose marker is set and whose
-    day holds the rows the marker counted: a day whose rows changed since
-    (a server that crashed after a swap can bring replaced parts back)
-    counts as not loaded, so the next run loads it again. One query for the
-    markers and one per table marked."""
+def loaded_days(client, database, network, dates, window_days, tables=None):
+    """{date: {table_name: rows}} of the tables (all, or those in `tables`)
+    whose marker is set and whose day holds the rows the marker counted: a
+    day whose rows changed since (a server that crashed after a swap can
+    bring replaced parts back) counts as not loaded, so the next run loads it
+    again. One query for the markers and one per table marked."""
     marked = {}
     for date, table_name, rows in client.execute(*sql.loaded_days(database, network, dates, window_days)):
-        marked.setdefault(table_name, {})[date] = rows
+        if tables is None or table_name in tables:
+            marked.setdefault(table_name, {})[date] = rows
     days = {}
     for table_name, rows_by_date in marked.items():
         held = dict(client.execute(*sql.day_counts(database, table_name, list(rows_by_date), window_days)))
@@ -36,7 +37,8 @@ class ClickHouseMarkerTarget(luigi.Target):
 
     def loaded_rows(self):
         """Rows loaded, or None when the marker is absent."""
-        days = loaded_days(self.client, self.database, self.network, [self.date], self.window_days)
+        days = loaded_days(self.client, self.database, self.network, [self.date], self.window_days,
+                           tables=[self.table_name])
         return days.get(self.date, {}).get(self.table_name)
 
     def exists(self):

@@ -224,7 +224,7 @@ def test_strings_of_one_length_take_the_same_layout():
 
 
 def test_the_clickhouse_driver_internals_the_insert_relies_on_are_there():
-    """workflows/clickhouse.native_insert speaks the driver's packet layer:
+    """workflows/clickhouse.insert_blocks speaks the driver's packet layer:
     this fails when a driver upgrade moves what it relies on."""
     import inspect
 

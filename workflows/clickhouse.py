@@ -43,7 +43,7 @@ def ensure_schema(ch, database):
 
 
 def count_rows(ch, database, table, date, window_days):
-    return ch.execute(*sql.count_rows(database, table, date, window_days))[0][0]
+    return dict(ch.execute(*sql.day_counts(database, table, [date], window_days))).get(date, 0)
 
 
 def staging_name(table_name, date, window_days):
@@ -116,13 +116,11 @@ DRIVER_INTERNALS = ("Client.establish_connection", "Client.receive_sample_block"
                     "Connection.send_data")
 
 
-@contextmanager
-def native_insert(ch, database, table, columns):
-    """Opens `INSERT INTO database.table (columns)` and yields a function
-    `send(n_rows, [(name, ch_type, [buffers]), ...])` that writes one block
-    of pre-encoded Native column data. The insert is committed when the block
-    stream ends; on an exception the connection is dropped, so the server
-    discards the unfinished insert.
+def insert_blocks(ch, database, table, columns, blocks):
+    """Inserts `blocks`, (n_rows, [(name, ch_type, [buffers])]) each, as one
+    `INSERT INTO database.table (columns)` of pre-encoded Native column data.
+    The insert is committed when the block stream ends; on an exception the
+    connection is dropped, so the server discards the unfinished insert.
 
     This speaks clickhouse-driver's packet layer as `Client.send_data` does
     for an INSERT, our buffers in place of its per-value serialisation: after
@@ -132,16 +130,15 @@ def native_insert(ch, database, table, columns):
     ch.last_query = QueryInfo()
     connection = ch.connection
     if connection.compression:
-        raise ValueError("native_insert writes uncompressed blocks; use a client without compression")
+        raise ValueError("insert_blocks writes uncompressed blocks; use a client without compression")
     try:
         connection.send_query(sql.insert_rows(database, table, columns)[0])
         connection.send_external_tables(None)
         ch.receive_sample_block()
         revision = connection.server_info.used_revision
         custom_serialization = revision >= defines.DBMS_MIN_REVISION_WITH_CUSTOM_SERIALIZATION
-
-        def send(n_rows, encoded_columns):
-            out = connection.fout
+        out = connection.fout
+        for n_rows, encoded_columns in blocks:
             write_varint(ClientPacketTypes.DATA, out)
             if revision >= defines.DBMS_MIN_REVISION_WITH_TEMPORARY_TABLES:
                 write_binary_str("", out)
@@ -155,18 +152,9 @@ def native_insert(ch, database, table, columns):
                     connection.socket.sendall(buffer)
             out.flush()
             ch.receive_profile_events()
-
-        yield send
         connection.send_data(ColumnOrientedBlock())  # an empty block ends the stream
         ch.receive_profile_events()
         ch.receive_end_of_insert_query()
     except BaseException:
         ch.disconnect()
         raise
-
-
-def insert_blocks(ch, database, table, columns, blocks):
-    """Inserts `blocks`, (rows, [(name, ch_type, [buffers])]) each, as one INSERT."""
-    with native_insert(ch, database, table, columns) as send:
-        for n_rows, encoded in blocks:
-            send(n_rows, encoded)

@@ -121,15 +121,16 @@ class Settings:
             raise ConfigError("INGESTION_NETWORKS is empty")
         for network in networks:
             check_network(network, variable="INGESTION_NETWORKS")
+        secure = _flag(env, "CLICKHOUSE_SECURE")
         return cls(
             redis_url=env["REDIS_URL"] or _redis_url_from_parts(env),
             clickhouse_host=env["CLICKHOUSE_HOST"],
             clickhouse_port=_integer(env, "CLICKHOUSE_PORT", 1, 65535) if env["CLICKHOUSE_PORT"] else
-            (9440 if _flag(env, "CLICKHOUSE_SECURE") else 9000),
+            (9440 if secure else 9000),
             clickhouse_user=env["CLICKHOUSE_USER"],
             clickhouse_password=env["CLICKHOUSE_PASSWORD"],
             clickhouse_database=_database_template(env["CLICKHOUSE_DATABASE"]),
-            clickhouse_secure=_flag(env, "CLICKHOUSE_SECURE"),
+            clickhouse_secure=secure,
             clickhouse_ca_certs=env["CLICKHOUSE_CA_CERTS"],
             clickhouse_verify=_flag(env, "CLICKHOUSE_VERIFY"),
             sot_url=env["SOT_URL"],

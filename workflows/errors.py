@@ -12,8 +12,7 @@ class SnapshotError(Exception):
 
     def __init__(self, network, date, filename, reason):
         self.network, self.date, self.filename, self.reason = network, date, filename, reason
-        line = " ".join(str(reason).split())  # always one line, whatever the cause said
-        super().__init__(f"{network} {date} {filename}: {line}")
+        super().__init__(f"{network} {date} {filename}: {collapsed(reason)}")  # one line, whatever the cause said
 
 
 def one_line(exc):
@@ -23,5 +22,10 @@ def one_line(exc):
         text = f"ClickHouse error {exc.code}: {str(exc.message).split('Stack trace')[0]}"
     else:
         text = f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split())
+    text = collapsed(text)
     return text if len(text) <= REASON_MAX_CHARS else text[: REASON_MAX_CHARS - 1] + "…"
+
+
+def collapsed(text):
+    """`text` (or an exception's message) on one line, its whitespace runs made single spaces."""
+    return " ".join(str(text).split())

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import clickhouse
+from .errors import collapsed
 from .native import ColumnMismatch, conform, encode
 
 # Memory stays bounded by the batch and the file's row group, not the file:
@@ -188,4 +189,4 @@ def _prefetched(items, depth):
 
 
 def _one_line(exc):
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return collapsed(exc) or type(exc).__name__

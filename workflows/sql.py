@@ -70,7 +70,7 @@ def drop_table(database, name):
 
 
 def insert_rows(database, name, columns):
-    """The INSERT whose data follows as Native blocks (clickhouse.native_insert)."""
+    """The INSERT whose data follows as Native blocks (clickhouse.insert_blocks)."""
     return f"INSERT INTO {_name(database, name)} ({', '.join(quote_identifier(c) for c in columns)}) VALUES", None
 
 
@@ -83,12 +83,6 @@ def replace_partition(database, table, staging, date, window_days):
 
 def drop_partition(database, table, date, window_days):
     return f"ALTER TABLE {_name(database, table)} DROP PARTITION {_partition(date, window_days)}", None
-
-
-def count_rows(database, table, date, window_days):
-    return (f"SELECT count() FROM {_name(database, table)}"
-            " WHERE processing_date = %(date)s AND window_days = %(window_days)s",
-            {"date": date, "window_days": int(window_days)})
 
 
 def day_counts(database, table, dates, window_days):

@@ -175,16 +175,15 @@ class IngestionTask(luigi.Task):
         # a missing dependency. luigi.cfg turns off the worker's own check:
         # check_unfulfilled_deps = false.
         for _ in range(MAX_REFETCHES):
-            stale = [task for task in luigi.task.flatten(self.requires()) if not task.complete()]
-            if stale:
-                yield stale
             with self.download_lock(exclusive=self.changes_download):
                 if self.done_meanwhile():
                     return
-                if all(task.complete() for task in luigi.task.flatten(self.requires())):
+                stale = [task for task in luigi.task.flatten(self.requires()) if not task.complete()]
+                if not stale:
                     with stopped_by_sigterm():
                         self.execute()
                     return
+            yield stale  # outside the lock: the download they redo takes it exclusively
         raise RuntimeError(f"the download was removed {MAX_REFETCHES} times while this step waited for it")
 
     def complete(self):
