@@ -6,8 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import luigi
 import pytest
@@ -31,6 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATE = dt.date(2024, 10, 30)
 WINDOW = 195
 FEATURE_ROWS = 500
+WEBHOOK_TOKEN = "webhook-secret-tok"
 
 
 @pytest.fixture(scope="session")
@@ -129,11 +132,37 @@ class Pipeline:
             " ORDER BY table_name, processing_date, version")
 
 
-def luigid_tasks(url, status):
-    """luigid's tasks of one status, as its visualiser reads them."""
-    query = urllib.parse.quote(json.dumps({"status": status}))
-    with urllib.request.urlopen(f"{url}api/task_list?data={query}") as response:
+@pytest.fixture
+def webhook():
+    """An HTTP server on loopback that keeps the JSON bodies posted to it; its
+    URL holds a token, as real webhook URLs do."""
+    bodies = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook?token={WEBHOOK_TOKEN}", bodies
+    server.shutdown()
+
+
+def luigid_api(url, method, **data):
+    """One call of luigid's API, as its visualiser makes it."""
+    query = urllib.parse.quote(json.dumps(data))
+    with urllib.request.urlopen(f"{url}api/{method}?data={query}") as response:
         return json.load(response)["response"]
+
+
+def luigid_tasks(url, status):
+    """luigid's tasks of one status."""
+    return luigid_api(url, "task_list", status=status)
 
 
 def expected_rows(arrow_table, table, columns=None):

@@ -3,19 +3,22 @@ the outcome, the one line, and that a plain rerun then loads exactly the
 published rows."""
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import luigi
 import pytest
 from clickhouse_driver import Client
-from conftest import DATE, WINDOW, luigid_tasks
+from conftest import DATE, REPO, WINDOW, luigid_tasks
 
 from workflows import cli
 from workflows.local_servers import clickhouse_server, free_port, redis_server
 from workflows.meta import TABLES
 from workflows.sample import make_snapshot
+from workflows.tasks import marker_key
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
 
@@ -111,6 +114,7 @@ def test_a_server_that_refuses_connections_gives_one_line_naming_it_and_a_notice
     assert said and said[0].endswith(f"127.0.0.1:{closed}. Connection refused." if server == "Redis"
                                       else f"Connection refused (127.0.0.1:{closed})"), said
     assert said[0].split(" - ")[-1].startswith("ethereum 2024-10-30: cannot check Cleanup: ")
+    assert "Traceback" not in result.stderr
     notices = [json.loads(line[line.index("{"):]) for line in result.stderr.splitlines() if '"cannot_check"' in line]
     assert len(notices) == 1 and notices[0]["network"] == "ethereum"
     assert "secret-pw" not in result.stderr + result.stdout
@@ -233,3 +237,79 @@ def test_the_worker_sigkilled_mid_load_leaves_the_day_whole_and_a_rerun_loads_it
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
     # the dead worker's staging table went with the rerun's first load
     assert pipeline.ch.execute("SELECT name FROM system.tables WHERE startsWith(name, '_staging_')") == []
+
+
+def run_with_fault(pipeline, point, *args, **env):
+    """The `luigi` command with a fault at a known point (tests/fault_points.py)."""
+    command = [sys.executable, os.path.join(REPO, "tests", "fault_points.py"), point, "--module", "workflows", *args]
+    return subprocess.run(command, cwd=REPO, env={**os.environ, **pipeline.env, **env, "PYTHONPATH": REPO},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_worker_sigkilled_mid_download_leaves_no_download_and_a_rerun_loads_the_day(pipeline):
+    tables = pipeline.publish()
+    killed = run_with_fault(pipeline, "mid-download", *RUN_DAILY, "--local-scheduler")
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    parent = os.path.dirname(pipeline.download_dir())
+    assert not os.path.exists(pipeline.download_dir())  # half a copy never looks like a download
+    [partial] = [name for name in os.listdir(parent) if ".partial-" in name]
+    assert len(os.listdir(os.path.join(parent, partial))) == 2  # META.json and the first listed file
+    rerun = pipeline.run_cli(*RUN_DAILY, "--local-scheduler")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
+    assert [name for name in os.listdir(parent) if ".partial-" in name] == []
+
+
+def test_a_crash_between_a_swap_and_its_marker_reloads_that_table_on_the_rerun(pipeline):
+    tables = pipeline.publish()
+    killed = run_with_fault(pipeline, "between-swap-and-marker", *RUN_DAILY, "--local-scheduler")
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    [swapped] = [t for t in TABLES if pipeline.count(t)]
+    assert pipeline.count(swapped) == tables[swapped].num_rows  # the whole day, never a part of it
+    assert pipeline.markers() == []  # so no reader's complete_days lists it
+    rerun = pipeline.run_cli(*RUN_DAILY, "--local-scheduler")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
+    assert sorted((table, rows) for table, _, loaded, rows, _ in pipeline.markers() if loaded) == \
+        sorted((t, tables[t].num_rows) for t in TABLES)
+    assert pipeline.ch.execute("SELECT name FROM system.tables WHERE startsWith(name, '_staging_')") == []
+
+
+def test_redis_killed_mid_run_fails_in_one_line_and_a_rerun_loads_the_day(pipeline, own_redis):
+    tables = pipeline.publish()
+    result = run_with_fault(pipeline, "redis-killed-after-validation", *RUN_DAILY, "--local-scheduler",
+                            FAULT_REDIS_PID=str(own_redis.process.pid))
+
+    assert result.returncode == 30, result.stderr[-3000:]  # the step after validation failed
+    port = pipeline.env["REDIS_URL"].split(":")[-1].split("/")[0]
+    reason = f"ethereum 2024-10-30: cannot check VerifyChecksums: Redis 127.0.0.1:{port}: ConnectionError:" \
+             f" Error 111 connecting to 127.0.0.1:{port}. Connection refused."
+    said = [line for line in result.stderr.splitlines() if "cannot check" in line and "{" not in line]
+    assert said[0] == reason and said[1].endswith(f" failed    VerifyChecksums(network=ethereum, date=2024-10-30,"
+                                                  f" window_days=195): {reason}") and len(said) == 2, said
+    assert "Traceback" not in result.stderr
+    notices = [json.loads(line[line.index("{"):]) for line in result.stderr.splitlines() if '{"attempts"' in line]
+    assert [(n["event"], n["task"]) for n in notices] == [("cannot_check", "VerifyChecksums"),
+                                                           ("task_gave_up", "VerifyChecksums")]
+    assert pipeline.counts() == {t: 0 for t in TABLES}
+    own_redis.start()  # back, empty: nothing was saved
+    rerun = pipeline.run_cli(*RUN_DAILY, "--local-scheduler")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
+
+
+def test_redis_flushed_after_success_neither_downloads_nor_loads_again(pipeline):
+    tables = pipeline.publish()
+    assert pipeline.run()
+    markers = pipeline.markers()
+    pipeline.redis.flushall()
+    shutil.rmtree(pipeline.snapshot_dir())  # the SOT has moved on: nothing may need it
+
+    rerun = pipeline.run_cli(*RUN_DAILY, "--local-scheduler")
+
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert pipeline.markers() == markers  # no table loaded again
+    assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
+    assert pipeline.redis.exists(marker_key("ethereum", DATE, WINDOW, "cleanup"))

@@ -7,32 +7,11 @@ import socketserver
 import threading
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from conftest import DATE, luigid_tasks
 
 from workflows.meta import TABLES
-
-
-@pytest.fixture
-def webhook():
-    """An HTTP server on loopback that keeps the JSON bodies posted to it."""
-    bodies = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", bodies
-    server.shutdown()
 
 
 @pytest.fixture

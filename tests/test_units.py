@@ -4,13 +4,16 @@ import decimal
 import hashlib
 import io
 import json
+import logging
 import struct
+import traceback
 
 import pyarrow as pa
 import pytest
 from clickhouse_driver.varint import write_varint
 
 from workflows.config import ConfigError, Settings
+from workflows.errors import OneLineFailure, WithoutTracebacks
 from workflows.meta import MetaError, file_digest, parse_meta
 from workflows.native import ColumnMismatch, conform, encode
 from workflows import sql as statements
@@ -333,3 +336,55 @@ def test_a_date_beyond_pythons_range_is_named_not_a_crash(tmp_path):
     pq.write_table(table, tmp_path / "labels.parquet")
     with pytest.raises(FileMismatch, match=r"column processing_date: rows of date32\[day\] 1073741824 in a snapshot"):
         check_parquet(str(tmp_path / "labels.parquet"), TABLES["raw_address_labels"], day, 195, "ethereum")
+
+
+class Unreachable(OneLineFailure):
+    pass
+
+
+def logged(filter_, log):
+    """What `log(logger)` writes through a logger that has `filter_`."""
+    stream = io.StringIO()
+    logger = logging.Logger("under-test")
+    logger.addHandler(logging.StreamHandler(stream))
+    logger.addFilter(filter_)
+    log(logger)
+    return stream.getvalue()
+
+
+def raised(exc):
+    try:
+        raise exc
+    except Exception as caught:
+        return caught
+
+
+@pytest.mark.parametrize("always", [False, True])
+def test_a_one_line_failure_is_logged_as_its_line_without_a_traceback(always):
+    def log(logger):
+        try:
+            raise Unreachable("Redis 127.0.0.1:1: refused")
+        except Unreachable:
+            logger.exception("[pid %s] failed %s", 7, "Task()")
+    assert logged(WithoutTracebacks(always), log) == "[pid 7] failed Task(): Redis 127.0.0.1:1: refused\n"
+
+
+def test_other_failures_keep_their_traceback_unless_every_one_is_reported_again():
+    def log(logger):
+        try:
+            raise KeyError("surprise")
+        except KeyError:
+            logger.exception("failed %s", "Task()")
+    kept = logged(WithoutTracebacks(), log)
+    assert kept.startswith("failed Task()\nTraceback (most recent call last):") and "KeyError: 'surprise'" in kept
+    assert logged(WithoutTracebacks(always=True), log) == "failed Task(): KeyError: 'surprise'\n"
+
+
+def test_a_failed_complete_logged_with_its_trace_in_the_text_keeps_only_the_one_line():
+    def complete_error(exc):
+        trace = "".join(traceback.format_exception(raised(exc)))
+        return lambda logger: logger.warning(f"Will not run Task() or any dependencies due to error in complete()"
+                                             f" method:\n{trace}")
+    assert logged(WithoutTracebacks(), complete_error(Unreachable("ClickHouse down"))) == \
+        "Will not run Task() or any dependencies due to error in complete() method: ClickHouse down\n"
+    assert "Traceback" in logged(WithoutTracebacks(), complete_error(KeyError("other")))

@@ -1,11 +1,53 @@
 """The exception that bad SOT input raises, and how any failure becomes the
 one line an operator reads."""
+import logging
+
 from clickhouse_driver.errors import ServerException
 
 REASON_MAX_CHARS = 500
 
 
-class SnapshotError(Exception):
+class OneLineFailure(Exception):
+    """A failure whose message says all there is to say: logged and reported
+    to luigid as that line, without a traceback."""
+
+    qualified_names = set()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        OneLineFailure.qualified_names.add(f"{cls.__module__}.{cls.__qualname__}")
+
+
+class WithoutTracebacks(logging.Filter):
+    """For luigi's logger: a task failed by a OneLineFailure is logged as
+    luigi's line plus the failure's, not with forty lines of traceback. luigi
+    logs a failed complete() with the traceback already in its text; that
+    is cut to its last line the same way. With `always`, for a logger whose
+    every failure is raised again and reported in one line (clickhouse-driver
+    logs each failed connect with a traceback, then raises), any traceback
+    becomes one line."""
+
+    def __init__(self, always=False):
+        super().__init__()
+        self.always = always
+
+    def filter(self, record):
+        failure = record.exc_info[1] if record.exc_info else None
+        if isinstance(failure, OneLineFailure):
+            record.msg, record.args = "%s: %s", (record.getMessage(), failure)
+            record.exc_info = record.exc_text = None
+        elif failure is not None and self.always:
+            record.msg, record.args = "%s: %s", (record.getMessage(), one_line(failure))
+            record.exc_info = record.exc_text = None
+        elif isinstance(record.msg, str) and record.msg.startswith("Will not run "):
+            head, _, trace = record.msg.partition("\n")
+            name, _, message = (trace.strip().splitlines() or [""])[-1].partition(": ")
+            if name in OneLineFailure.qualified_names:
+                record.msg = f"{head} {message}"
+        return True
+
+
+class SnapshotError(OneLineFailure):
     """Bad input in one snapshot: a one-line message naming network, date,
     file and reason. The task that raises it removes the download directory,
     so the retry downloads afresh."""

@@ -17,7 +17,7 @@ CLICKHOUSE_CONFIG = """<?xml version="1.0"?>
     <listen_host>127.0.0.1</listen_host>
     <path>{root}/clickhouse/</path>
     <tmp_path>{root}/clickhouse/tmp/</tmp_path>
-    <users_config>/etc/clickhouse-server/users.xml</users_config>
+    <users_config>{users}</users_config>
     <default_profile>default</default_profile>
     <default_database>default</default_database>
     <timezone>UTC</timezone>
@@ -34,6 +34,20 @@ CLICKHOUSE_TLS = """
         <loadDefaultCAFile>false</loadDefaultCAFile>
         <disableProtocols>sslv2,sslv3</disableProtocols>
     </server></openSSL>"""
+
+
+# the default user with a password, for tests that look for it in every output
+CLICKHOUSE_USERS = """<?xml version="1.0"?>
+<yandex>
+    <profiles><default/></profiles>
+    <quotas><default/></quotas>
+    <users><default>
+        <password>{password}</password>
+        <networks><ip>127.0.0.1</ip></networks>
+        <profile>default</profile><quota>default</quota>
+    </default></users>
+</yandex>
+"""
 
 
 def free_port():
@@ -105,25 +119,31 @@ class Server:
                 self.process.wait()
 
 
-def redis_server(root, port, tls=None):
+def redis_server(root, port, tls=None, password=None):
     """With `tls` = (certificate, key) it serves only TLS, on `port`."""
     listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", tls[0], "--tls-key-file", tls[1],
               "--tls-auth-clients", "no"] if tls else ["--port", str(port)]
     return Server("redis", root,
-                  ["redis-server", *listen, "--bind", "127.0.0.1", "--dir", root, "--save", "", "--appendonly", "no"],
+                  ["redis-server", *listen, "--bind", "127.0.0.1", "--dir", root, "--save", "", "--appendonly", "no",
+                   *(["--requirepass", password] if password else [])],
                   lambda: _port_open(port))
 
 
-def clickhouse_server(root, port, http_port, tls=None):
-    """With `tls` = (secure_port, certificate, key) it serves TLS on secure_port too."""
+def clickhouse_server(root, port, http_port, tls=None, password=None):
+    """With `tls` = (secure_port, certificate, key) it serves TLS on secure_port
+    too; with `password` its default user needs that password."""
     config = os.path.join(root, "clickhouse.xml")
+    users = "/etc/clickhouse-server/users.xml"
+    if password:
+        users = os.path.join(root, "clickhouse-users.xml")
+        with open(users, "w") as stream:
+            stream.write(CLICKHOUSE_USERS.format(password=password))
     secure = CLICKHOUSE_TLS.format(port=tls[0], certificate=tls[1], key=tls[2]) if tls else ""
     with open(config, "w") as stream:
-        stream.write(CLICKHOUSE_CONFIG.format(root=root, tcp_port=port, http_port=http_port, tls=secure))
+        stream.write(CLICKHOUSE_CONFIG.format(root=root, tcp_port=port, http_port=http_port, tls=secure, users=users))
 
     def ready():
-        url = f"http://127.0.0.1:{http_port}/?query=SELECT%201"
-        return urllib.request.urlopen(url, timeout=1).read().strip() == b"1"
+        return urllib.request.urlopen(f"http://127.0.0.1:{http_port}/ping", timeout=1).read().strip() == b"Ok."
 
     return Server("clickhouse", root, ["clickhouse-server", f"--config-file={config}"], ready)
 

@@ -25,13 +25,15 @@ from targets.redis_marker import marker_key
 
 from . import alerts, clickhouse, loader
 from .config import ConfigError, Settings, check_network
-from .errors import SnapshotError, one_line
+from .errors import OneLineFailure, SnapshotError, WithoutTracebacks, one_line
 from .meta import META_FILENAME, TABLES, MetaError, file_digest, parse_meta
 from .resources import clickhouse_client, redis_address, redis_client
 from .schema import TABLES as TABLE_SCHEMAS
 from .sot import DIRECTORY_MODE, NoSpace, SnapshotMissing, UnsafeFile, open_source
 
 logger = logging.getLogger("workflows")
+logging.getLogger("luigi-interface").addFilter(WithoutTracebacks())
+logging.getLogger("clickhouse_driver.connection").addFilter(WithoutTracebacks(always=True))
 
 DOWNLOAD_STAMP = ".download"  # written last into a download; holds its id
 MAX_REFETCHES = 3  # downloads removed under a waiting step before it gives up
@@ -239,6 +241,8 @@ class IngestionTask(luigi.Task):
             reason = str(exception)
             logger.error("bad input: %s", reason)
             explanation = reason
+        elif isinstance(exception, OneLineFailure):
+            reason = explanation = str(exception)
         else:
             reason = one_line(exception)
             explanation = super().on_failure(exception)
@@ -261,11 +265,11 @@ class IngestionTask(luigi.Task):
             logger.warning("could not clear the failure count in Redis: %s", one_line(exc))
 
 
-class ServerUnavailable(RuntimeError):
+class ServerUnavailable(OneLineFailure):
     """Redis or ClickHouse did not answer while checking a step; the message is one line."""
 
 
-class DownloadFailed(RuntimeError):
+class DownloadFailed(OneLineFailure):
     """Not the snapshot's fault (no room for it, ...): one line, and the retry tries again."""
 
 

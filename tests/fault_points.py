@@ -1,0 +1,50 @@
+"""The `luigi` command with a fault injected at a known point, for
+test_faults: `python tests/fault_points.py POINT luigi-arguments...`.
+
+    mid-download             the worker SIGKILLs itself after copying the first listed file
+    between-swap-and-marker  the worker SIGKILLs itself after a table's swap, before its marker
+    redis-killed-after-validation
+                             SIGKILLs the Redis of FAULT_REDIS_PID once ValidateMeta has run
+"""
+import os
+import signal
+import sys
+
+import luigi
+import luigi.retcodes
+
+from workflows import clickhouse, sot
+
+
+def kill(pid=None):
+    os.kill(pid or os.getpid(), signal.SIGKILL)
+
+
+def then_kill(owner, name, pid=None):
+    """Wraps owner.name so that the process is killed right after it returns."""
+    original = getattr(owner, name)
+
+    def wrapped(*args, **kwargs):
+        result = original(*args, **kwargs)
+        kill(pid)
+        return result
+    setattr(owner, name, wrapped)
+
+
+def main(point, arguments):
+    if point == "mid-download":
+        then_kill(sot.LocalSnapshotSource, "copy")
+    elif point == "between-swap-and-marker":
+        then_kill(clickhouse, "swap_day")
+    elif point == "redis-killed-after-validation":
+        @luigi.Task.event_handler(luigi.Event.PROCESSING_TIME)
+        def kill_redis(task, _seconds):
+            if task.task_family == "ValidateMeta":
+                kill(int(os.environ["FAULT_REDIS_PID"]))
+    else:
+        raise SystemExit(f"unknown fault point {point}")
+    luigi.retcodes.run_with_retcodes(arguments)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])

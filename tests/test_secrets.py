@@ -1,0 +1,86 @@
+"""No password, secret token or credentialed URL in anything the pipeline
+lets out: the output of succeeding and failing runs and of the CLI, the
+notices it posts, and luigid's task list and log."""
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from clickhouse_driver import Client
+from conftest import DATE, REPO, WEBHOOK_TOKEN, luigid_api, luigid_tasks
+
+from workflows.local_servers import clickhouse_server, free_port, redis_server
+from workflows.meta import TABLES
+
+REDIS_PASSWORD, CLICKHOUSE_PASSWORD = "redis-secret-pw", "clickhouse-secret-pw"
+WRONG_PASSWORD = "wrong-secret-pw"
+SECRETS = (REDIS_PASSWORD, CLICKHOUSE_PASSWORD, WEBHOOK_TOKEN, WRONG_PASSWORD)
+CREDENTIALED_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/@'\"]*:[^\s/@'\"]*@", re.IGNORECASE)
+LUIGID_STATUSES = ("PENDING", "RUNNING", "DONE", "FAILED", "DISABLED")
+
+
+@pytest.fixture
+def guarded_servers(tmp_path, pipeline, monkeypatch):
+    """A Redis and a ClickHouse of this test's own that want passwords."""
+    redis_port, clickhouse_port = free_port(), free_port()
+    servers = [redis_server(str(tmp_path), redis_port, password=REDIS_PASSWORD),
+               clickhouse_server(str(tmp_path), clickhouse_port, free_port(), password=CLICKHOUSE_PASSWORD)]
+    for server in servers:
+        server.start()
+    env = {"REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:{redis_port}/0",
+           "CLICKHOUSE_PORT": str(clickhouse_port), "CLICKHOUSE_PASSWORD": CLICKHOUSE_PASSWORD}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pipeline.env.update(env)
+    pipeline.ch = Client("127.0.0.1", port=clickhouse_port, password=CLICKHOUSE_PASSWORD)
+    yield
+    for server in reversed(servers):
+        server.stop()
+
+
+def test_no_output_of_any_run_holds_a_secret(pipeline, guarded_servers, start_luigid, webhook, tmp_path):
+    webhook_url, notices = webhook
+    pipeline.env["ALERT_WEBHOOK_URL"] = webhook_url
+    luigid = start_luigid()
+    bad_day = DATE.replace(day=29)
+    tables = pipeline.publish()
+    pipeline.publish(date=bad_day)
+    with open(pipeline.snapshot_file("raw_alerts.parquet", date=bad_day), "ab") as stream:
+        stream.write(b"tampered")
+    said = []
+
+    def run(*args, **env):
+        result = pipeline.run_cli(*args, **env)
+        said.append(result.stdout + result.stderr)
+        return result.returncode
+
+    def day(date):
+        return "RunDaily", "--date", date.isoformat(), "--networks", "ethereum"
+
+    assert run(*day(DATE)) == 0
+    assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
+    assert run(*day(bad_day)) == 30  # bad input, given up on: a notice
+    assert run(*day(bad_day), "--local-scheduler", CLICKHOUSE_PASSWORD=WRONG_PASSWORD) == 35
+    assert run(*day(bad_day), "--local-scheduler", REDIS_URL=pipeline.env["REDIS_URL"].replace(
+        REDIS_PASSWORD, WRONG_PASSWORD)) == 35
+    status = subprocess.run([sys.executable, "-m", "workflows", "status", "--date", DATE.isoformat(),
+                             "--date", bad_day.isoformat(), "--network", "ethereum"],
+                            cwd=REPO, env={**os.environ, **pipeline.env}, capture_output=True, text=True)
+    assert status.returncode == 0 and f"{tables['raw_features'].num_rows:,}" in status.stdout, status.stderr
+    said.append(status.stdout + status.stderr)
+
+    # the notices were posted: the bad day's, and one per wrong password
+    assert [body["event"] for body in notices] == ["task_gave_up", "cannot_check", "cannot_check"]
+    listed = {status: luigid_tasks(luigid, status) for status in LUIGID_STATUSES}
+    errors = [luigid_api(luigid, "fetch_error", task_id=task_id)
+              for status in ("FAILED", "DISABLED") for task_id in listed[status]]
+    luigid_view = [json.dumps(listed), json.dumps(errors)]
+    assert "checksum mismatch" in "".join(luigid_view)  # the failure's reason did reach luigid
+    logs = [open(path, errors="replace").read() for path in glob.glob(os.path.join(tmp_path, "luigi*"))]
+    everything = "\n".join(said + [json.dumps(body) for body in notices] + luigid_view + logs)
+    for secret in SECRETS:
+        assert secret not in everything
+    assert CREDENTIALED_URL.findall(everything) == []
