@@ -12,16 +12,20 @@ default 1,000,000):
   (d) the peak RSS of the loading process from (a), and with BENCH_RSS_ROWS
       set, that of loading a raw_features file of that many rows;
   (e) RunDaily end to end through the `luigi` command, for one network and
-      for three, with --workers 2.
+      for three, with --workers 2;
+  (f) a download from S3 (moto's server on loopback) of a snapshot whose
+      raw_features object is BENCH_S3_MB (default 500) MB: its rate and the
+      peak RSS of the downloading process.
 
 It prints a table with PASS/MISS against the targets and writes the figures
 to bench/results/bench-<UTC time>.json and bench/results/latest.json.
 
 Environment: BENCH_ROWS, BENCH_RUNDAILY_ROWS (default BENCH_ROWS),
-BENCH_RSS_ROWS (default unset: skipped), BENCH_KEEP=1 keeps the temporary
+BENCH_RSS_ROWS (default unset: skipped), BENCH_S3_MB, BENCH_KEEP=1 keeps the temporary
 directory (server logs, luigi logs)."""
 import concurrent.futures
 import datetime as dt
+import hashlib
 import json
 import math
 import multiprocessing
@@ -39,7 +43,9 @@ import redis
 from clickhouse_driver import Client
 
 from workflows import clickhouse, loader, meta
-from workflows.local_servers import LocalServers
+from workflows.config import Settings
+from workflows.local_servers import LocalServers, free_port, s3_server
+from workflows.sot import open_source, snapshot_path
 from workflows.sample import ROW_GROUP_ROWS, make_snapshot, write_snapshot
 from workflows.schema import TABLES as SCHEMAS
 
@@ -62,6 +68,7 @@ TARGETS = (
     ("peak RSS of the loading process <= 300 MB", "peak_rss_mb", 300.0),
     ("checksum <= 1.2x sha256sum", "checksum_ratio", 1.2),
     ("three networks clearly less than 3x one (<= 2.5x)", "rundaily_ratio", 2.5),
+    ("peak RSS of a large S3 download <= 150 MB", "s3_peak_rss_mb", 150.0),
 )
 
 
@@ -110,6 +117,61 @@ def generate_snapshot(root, network, date, rows):
     folder = write_snapshot(root, network, date, WINDOW, tables)
     del tables  # not to be counted in any later memory figure
     return {t: os.path.join(folder, f"{t}.parquet") for t in TABLES}, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------- (f) S3 download
+
+
+def _download_in_child(environment, destination):
+    """Runs in a spawned process: DownloadSOT's fetch from S3; returns its seconds and peak RSS."""
+    source = open_source(Settings.from_env(environment))
+    baseline = _peak_rss_mb()
+    start = time.perf_counter()
+    arrived = source.fetch(NETWORK, DATE, WINDOW, destination)
+    return {"seconds": time.perf_counter() - start, "files": len(arrived), "baseline_rss_mb": baseline,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def measure_s3_download(work, paths, megabytes):
+    """Publishes the snapshot to moto with raw_features replaced by `megabytes`
+    MB of random bytes (fetch does not look inside), then downloads it."""
+    from pyarrow import fs
+    port = free_port()
+    server = s3_server(os.path.join(work, "servers"), port)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        store = fs.S3FileSystem(access_key="bench", secret_key="bench", endpoint_override=endpoint,
+                                region="us-east-1", allow_bucket_creation=True)
+        store.create_dir("sot")
+        prefix = f"sot/{snapshot_path(NETWORK, DATE, WINDOW)}"
+        files = []
+        for table in TABLES:
+            with store.open_output_stream(f"{prefix}/{table}.parquet") as out:
+                digest = hashlib.sha256()
+                if table == "raw_features":
+                    for _ in range(megabytes):
+                        block = os.urandom(1 << 20)
+                        out.write(block)
+                        digest.update(block)
+                else:
+                    data = open(paths[table], "rb").read()
+                    out.write(data)
+                    digest.update(data)
+            files.append({"filename": f"{table}.parquet", "checksum": f"sha256:{digest.hexdigest()}"})
+        with store.open_output_stream(f"{prefix}/{meta.META_FILENAME}") as out:
+            out.write(json.dumps({"files": files}).encode())
+        environment = {"SOT_URL": "s3://sot", "SOT_S3_ENDPOINT": endpoint, "AWS_ACCESS_KEY_ID": "bench",
+                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_EC2_METADATA_DISABLED": "true"}
+        destination = os.path.join(work, "s3-download")
+        os.makedirs(destination)
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            result = pool.submit(_download_in_child, environment, destination).result()
+        size = sum(os.path.getsize(os.path.join(destination, name)) for name in os.listdir(destination))
+        return dict(result, megabytes=size / 1e6, mb_per_second=size / 1e6 / result["seconds"])
+    finally:
+        server.stop()
 
 
 # ---------------------------------------------------------------- (a) + (d) the project's load
@@ -401,6 +463,11 @@ def report(results):
     p(f"    one network ({', '.join(d['one_network']['networks'])}):   {d['one_network']['seconds']:8.1f} s")
     p(f"    three networks ({', '.join(d['three_networks']['networks'])}): {d['three_networks']['seconds']:8.1f} s"
       f"   ratio {d['ratio']:.2f}x")
+    s3 = results["s3_download"]
+    p("")
+    p(f"(f) S3 download (moto on loopback) of the snapshot with a {s3['megabytes']:,.0f} MB total: {s3['seconds']:.1f} s"
+      f" = {s3['mb_per_second']:.0f} MB/s; peak RSS of the downloading process {s3['peak_rss_mb']:.0f} MB"
+      f" (before the download: {s3['baseline_rss_mb']:.0f} MB)")
     p("")
     p("Targets")
     for t in results["targets"]:
@@ -466,12 +533,17 @@ def main():
         log(f"(e) RunDaily for one and for three networks, {rundaily_rows:,} feature rows each")
         results["rundaily"] = measure_rundaily(ch, servers, work, rundaily_rows)
 
+        s3_megabytes = env_int("BENCH_S3_MB", 500)
+        log(f"(f) S3 download from moto, raw_features {s3_megabytes} MB")
+        results["s3_download"] = measure_s3_download(work, paths, s3_megabytes)
+
         peak = max([results["rss"]["peak_rss_mb"]] + ([results["rss_large"]["peak_rss_mb"]] if rss_rows else []))
         results["targets"] = evaluate_targets({
             "raw_features_ratio": results["tables"]["raw_features"]["ratio"],
             "peak_rss_mb": peak,
             "checksum_ratio": results["checksums"]["total"]["ratio"],
             "rundaily_ratio": results["rundaily"]["ratio"],
+            "s3_peak_rss_mb": results["s3_download"]["peak_rss_mb"],
         })
         print(report(results))
         path = write_results(results)

@@ -221,3 +221,26 @@ def start_luigid(pipeline, tmp_path):
 @pytest.fixture
 def luigid(start_luigid):
     return start_luigid()
+
+
+@pytest.fixture(scope="session")
+def s3_store(tmp_path_factory):
+    """moto's S3 server for the session (tests/s3store.py)."""
+    from s3store import S3Store
+    store = S3Store(str(tmp_path_factory.mktemp("s3")), free_port())
+    store.server.start()
+    yield store
+    store.server.stop()
+
+
+@pytest.fixture
+def s3(s3_store, pipeline, monkeypatch):
+    """An empty bucket, and the pipeline reading snapshots from it."""
+    from s3store import BUCKET, PREFIX
+    s3_store.reset()
+    env = {"SOT_URL": f"s3://{BUCKET}/{PREFIX}", "SOT_S3_ENDPOINT": s3_store.endpoint, "SOT_S3_REGION": "us-east-1",
+           "AWS_ACCESS_KEY_ID": "setup", "AWS_SECRET_ACCESS_KEY": "setup", "AWS_EC2_METADATA_DISABLED": "true"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pipeline.env.update(env)
+    return s3_store

@@ -1,8 +1,9 @@
 """The two server generations the conformance suite runs the product on:
 ClickHouse 18.16 over the native protocol (clickhouse-driver) and the current
 26.x engine in this process (chdb-core). Both have clickhouse-driver's
-`execute(query, params)`, so the product's own functions run on either
-unchanged, and `insert_native`, which sends the loader's Native blocks."""
+`execute(query, params)` and `execute_iter`, so the product's own functions
+run on either unchanged, and `insert_native`, which sends the loader's
+Native blocks."""
 import datetime as dt
 import json
 import os
@@ -27,6 +28,9 @@ class Server1816:
 
     def execute(self, query, params=None):
         return self.client.execute(query, params)
+
+    def execute_iter(self, query, params=None, settings=None):
+        return self.client.execute_iter(query, params, settings=settings)
 
     def insert_native(self, database, table, columns, blocks):
         clickhouse.insert_blocks(self.client, database, table, columns, blocks)
@@ -56,6 +60,9 @@ class Engine26:
         doc = json.loads(text, parse_float=str, parse_int=str)
         types = [column["type"] for column in doc["meta"]]
         return [tuple(_value(t, v) for t, v in zip(types, row)) for row in doc["data"]]
+
+    def execute_iter(self, query, params=None, settings=None):
+        return iter(self.execute(query, params))
 
     def native_stream(self, blocks):
         """The blocks framed as ClickHouse's Native format, as one byte string."""

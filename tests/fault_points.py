@@ -31,9 +31,18 @@ def then_kill(owner, name, pid=None):
     setattr(owner, name, wrapped)
 
 
+def kill_after_the_first_file():
+    original = sot.LocalSnapshotSource.chunks
+
+    def chunks(self, snapshot, filename, offset):
+        yield from original(self, snapshot, filename, offset)
+        kill()
+    sot.LocalSnapshotSource.chunks = chunks
+
+
 def main(point, arguments):
     if point == "mid-download":
-        then_kill(sot.LocalSnapshotSource, "copy")
+        kill_after_the_first_file()
     elif point == "between-swap-and-marker":
         then_kill(clickhouse, "swap_day")
     elif point == "redis-killed-after-validation":

@@ -44,12 +44,6 @@ def snapshot():
     return make_snapshot("ethereum", DATE, WINDOW, FEATURE_ROWS)
 
 
-def meta_missing(p):
-    p.publish()
-    os.remove(p.snapshot_file("META.json"))
-    return "META.json", "missing"
-
-
 def meta_not_json(p):
     p.publish()
     with open(p.snapshot_file("META.json"), "w") as stream:
@@ -146,7 +140,7 @@ def listed_file_is_a_fifo(p):
     return "raw_clusters.parquet", "is not a regular file"
 
 
-CASES = [meta_missing, meta_not_json, meta_nested_too_deeply, listed_file_is_a_symlink, listed_file_is_a_fifo, meta_without_a_table, meta_bad_checksum_form, meta_path_as_file_name,
+CASES = [meta_not_json, meta_nested_too_deeply, listed_file_is_a_symlink, listed_file_is_a_fifo, meta_without_a_table, meta_bad_checksum_form, meta_path_as_file_name,
          listed_file_missing, checksum_mismatch, corrupt_parquet, missing_column_without_default,
          value_out_of_range, null_in_non_nullable_column, rows_of_another_date, rows_of_another_network]
 
@@ -202,6 +196,6 @@ def test_only_meta_and_its_listed_files_are_copied_readable_by_the_owner_only(pi
     finally:
         luigi.Task.remove_event_handler(luigi.Event.SUCCESS, record)
 
-    assert sorted(copied) == sorted([".", ".download", "META.json", *(f"{t}.parquet" for t in TABLES)])
-    assert {name: mode for name, mode in copied.items() if name != ".download"} == \
+    assert sorted(copied) == sorted([".", ".download", ".arrived.json", "META.json", *(f"{t}.parquet" for t in TABLES)])
+    assert {name: mode for name, mode in copied.items() if name not in (".download", ".arrived.json")} == \
         {".": 0o700, "META.json": 0o600, **{f"{t}.parquet": 0o600 for t in TABLES}}

@@ -6,17 +6,19 @@ protocol on 18.16, a Native-format file on 26.x), and both carry the bytes of
 native.native_block."""
 import datetime as dt
 import inspect
+import io
 import time
 import uuid
 from decimal import Decimal
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from clickhouse_driver import Client
 
 from targets import ClickHouseMarkerTarget
 from targets.clickhouse_marker import loaded_days
-from workflows import clickhouse, loader, sql
+from workflows import clickhouse, loader, publish, sql
 from workflows.sample import make_snapshot, write_snapshot
 from workflows.schema import TABLES
 
@@ -119,8 +121,20 @@ def scenario(engine, tmp_path):
     seen["rows"] = {t: engine.execute(f"SELECT {', '.join(c.name for c in TABLES[t].columns if c.name != 'created_at')}"
                                       f" FROM {database}.{t} ORDER BY {', '.join(TABLES[t].order_by)}")
                     for t in TABLES}
+    seen["exported"] = {t: exported_rows(engine, database, t) for t in TABLES}
+    seen["exported as held"] = {t: seen["exported"][t] == sorted(engine.execute(
+        f"SELECT {', '.join(TABLES[t].column_names)} FROM {database}.{t} WHERE processing_date = %(d)s",
+        {"d": DATE})) for t in TABLES}
     engine.execute(f"DROP DATABASE {database}")
     return seen
+
+
+def exported_rows(engine, database, table):
+    """The day as publish exports it from the SOT ClickHouse: its Parquet rows, sorted."""
+    out = publish.HashingWriter(io.BytesIO())
+    publish.export_table(engine, database, table, NETWORK, DATE, WINDOW, out)
+    exported = pq.read_table(pa.BufferReader(out.out.getvalue()))
+    return sorted(tuple(row.values()) for row in exported.to_pylist())
 
 
 def test_every_statement_gives_the_same_results_on_both_generations(server1816, engine26, tmp_path, monkeypatch):
@@ -151,6 +165,8 @@ def test_every_statement_gives_the_same_results_on_both_generations(server1816, 
     assert old["marker set again"] == 30 and old["versions"] == [(4,)]
     assert old["fresh staging kept"] == [] and old["stale staging swept"] is True
     assert [name for (name,) in old["tables at the end"]] == sorted([*TABLES, "complete_days", "ingestion_markers"])
+    assert {t: len(rows) for t, rows in old["exported"].items()} == dict(old["counts"], raw_clusters=0)
+    assert old["exported as held"] == {t: True for t in TABLES}
 
 
 def test_a_zero_row_day_fails_with_replace_partition_on_the_current_engine(engine26):

@@ -48,7 +48,11 @@ def test_retry_succeeds_when_the_snapshot_arrives_late(pipeline, luigid):
     output = run.communicate(timeout=300)[0]
 
     assert run.returncode == 0, output[-3000:]
-    assert output.count("bad input: ethereum 2024-10-30 META.json: missing") >= 1
+    failed = [line for line in output.splitlines() if " failed    DownloadSOT(" in line]
+    assert failed and all(line.endswith(f"): ethereum 2024-10-30: not published yet: no META.json at"
+                                        f" {pipeline.snapshot_dir()}") for line in failed), failed
+    assert "ethereum 2024-10-30 DownloadSOT: attempt 1 of 5; next in 1 s" in output  # INGESTION_RETRY_DELAY
+    assert "bad input" not in output and "Traceback" not in output and "task_gave_up" not in output
     assert all(pipeline.counts().values())
 
 

@@ -202,13 +202,24 @@ def test_env_example_lists_every_variable_with_its_default():
 
 
 def test_sot_url_forms(tmp_path):
-    from workflows.sot import LocalSnapshotSource, open_source
+    from workflows.publish import ClickHouseSnapshotSource
+    from workflows.sot import LocalSnapshotSource, S3SnapshotSource, open_source
 
-    assert open_source(str(tmp_path)).root == str(tmp_path)
-    source = open_source(f"file://{tmp_path}/store%20a")
-    assert isinstance(source, LocalSnapshotSource) and source.root == f"{tmp_path}/store a"
-    with pytest.raises(ConfigError, match="SOT_URL: s3:// stores are not supported yet"):
-        open_source("s3://bucket/prefix")
+    def source(url, **env):
+        return open_source(Settings.from_env({"SOT_URL": url, **env}))
+
+    assert source(str(tmp_path)).root == str(tmp_path)
+    local = source(f"file://{tmp_path}/store%20a")
+    assert isinstance(local, LocalSnapshotSource) and local.root == f"{tmp_path}/store a"
+    s3 = source("s3://risk-scoring/snapshots/", SOT_S3_ANONYMOUS="1")
+    assert isinstance(s3, S3SnapshotSource) and (s3.bucket, s3.prefix) == ("risk-scoring", "snapshots")
+    assert s3.describe("ethereum/2024-10-30/195") == "s3://risk-scoring/snapshots/ethereum/2024-10-30/195"
+    assert source("s3://bucket").describe("n/d/1") == "s3://bucket/n/d/1"
+    assert isinstance(source("clickhouse://"), ClickHouseSnapshotSource)
+    with pytest.raises(ConfigError, match="credentials go in AWS_ACCESS_KEY_ID"):
+        source("s3://AKIA:secret@bucket/prefix")
+    with pytest.raises(ConfigError, match="SOT_URL: ftp:// is not a snapshot store"):
+        source("ftp://host/x")
 
 
 def test_dictionary_and_timezone_columns_are_taken_as_their_values():

@@ -15,10 +15,17 @@ from luigi.configuration import get_config
 
 logger = logging.getLogger("workflows.alerts")
 DEFAULT_DISABLE_WINDOW = 3600
+DEFAULT_RETRY_DELAY = 900  # luigi's
 
 
 def disable_window():
     return get_config().getint("scheduler", "disable_window", DEFAULT_DISABLE_WINDOW)
+
+
+def retry_delay():
+    """Seconds until the scheduler retries a failed task, as this process's
+    luigi configuration has it (luigid's own is the one that counts)."""
+    return get_config().getint("scheduler", "retry_delay", DEFAULT_RETRY_DELAY)
 
 
 def count_failure(redis, key):

@@ -1,5 +1,6 @@
-"""python -m workflows status | reset | crontab | luigid: inspect the markers,
-remove them so the next run redoes a step, print the crontab, start luigid."""
+"""python -m workflows status | reset | crontab | luigid | publish: inspect the
+markers, remove them so the next run redoes a step, print the crontab, start
+luigid, write a snapshot from the SOT ClickHouse."""
 import argparse
 import datetime as dt
 import os
@@ -9,6 +10,8 @@ import luigi.cmdline
 
 from .config import ConfigError, Settings, check_network
 from .meta import TABLES
+from .publish import publish
+from .sot import NotPublished, SourceUnavailable
 from .tasks import STEPS, Cleanup, DownloadSOT, LoadTable, ValidateMeta, VerifyChecksums, yesterday
 
 CRON_HOURS = (1, 3)
@@ -72,6 +75,16 @@ def crontab(networks, workdir="/app", luigi="/usr/local/bin/luigi", log_dir="/va
     return "\n".join(lines) + "\n"
 
 
+def publish_day(settings, network, date, window_days, to_url):
+    try:
+        location = publish(settings, network, date, window_days, to_url)
+    except (NotPublished, SourceUnavailable) as exc:
+        print(f"{network} {date}: nothing to publish: {exc}", file=sys.stderr)
+        return 1
+    print(f"published {network} {date} (window {window_days} days) to {location}")
+    return 0
+
+
 def _date(text):
     return dt.date.fromisoformat(text)
 
@@ -98,6 +111,12 @@ def main(argv=None):
     cron.add_argument("--luigi", default="/usr/local/bin/luigi")
     cron.add_argument("--log-dir", default="/var/log/sot-ingestion")
     commands.add_parser("luigid", help="start luigid (arguments after it go to luigid)")
+    out = commands.add_parser("publish", help="the SOT side: write a day of the SOT ClickHouse (SOT_HOST,"
+                                              " SOT_DATABASE, ...) as a snapshot, files first, META.json last")
+    out.add_argument("--date", type=_date, required=True)
+    out.add_argument("--network", required=True)
+    out.add_argument("--to", required=True, metavar="URL", help="a folder, file:///folder or s3://bucket/prefix")
+    out.add_argument("--window-days", type=int)
     args = parser.parse_args(argv)
 
     try:
@@ -105,8 +124,13 @@ def main(argv=None):
             networks = Settings.from_env(dict(os.environ, SOT_URL=os.environ.get("SOT_URL") or "-")).networks
             sys.stdout.write(crontab(networks, args.workdir, args.luigi, args.log_dir))
             return 0
-        settings = Settings.from_env()
+        if args.command == "publish":  # needs no SOT_URL: it writes to one
+            settings = Settings.from_env(dict(os.environ, SOT_URL=os.environ.get("SOT_URL") or "-"))
+        else:
+            settings = Settings.from_env()
         window_days = args.window_days or settings.window_days
+        if args.command == "publish":
+            return publish_day(settings, check_network(args.network), args.date, window_days, args.to)
         if args.command == "status":
             networks = [check_network(n) for n in args.network] if args.network else settings.networks
             status(args.date or [yesterday()], networks, window_days)

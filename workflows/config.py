@@ -24,11 +24,15 @@ DEFAULTS = {
     "CLICKHOUSE_CA_CERTS": "",
     "CLICKHOUSE_VERIFY": "1",
     "SOT_URL": "",
-    "SOT_HOST": "",
-    "SOT_PORT": "",
-    "SOT_DATABASE": "",
-    "SOT_USER": "",
+    "SOT_S3_ENDPOINT": "",  # AWS
+    "SOT_S3_REGION": "us-east-1",
+    "SOT_S3_ANONYMOUS": "0",
+    "SOT_HOST": "localhost",
+    "SOT_PORT": "",  # 9000, or 9440 with SOT_SECURE=1
+    "SOT_DATABASE": "sot_{network}",
+    "SOT_USER": "default",
     "SOT_PASSWORD": "",
+    "SOT_SECURE": "0",
     "SOT_DOWNLOAD_DIR": "/tmp/sot_data",
     "INGESTION_NETWORKS": "ethereum,bitcoin,torus",
     "INGESTION_WINDOW_DAYS": "195",
@@ -89,11 +93,15 @@ class Settings:
     clickhouse_ca_certs: str
     clickhouse_verify: bool
     sot_url: str
+    sot_s3_endpoint: str
+    sot_s3_region: str
+    sot_s3_anonymous: bool
     sot_host: str
-    sot_port: int | None
+    sot_port: int
     sot_database: str
     sot_user: str
     sot_password: str
+    sot_secure: bool
     download_dir: str
     networks: tuple
     window_days: int
@@ -106,6 +114,9 @@ class Settings:
     def database_for(self, network):
         return self.clickhouse_database.replace("{network}", check_network(network))
 
+    def sot_database_for(self, network):
+        return self.sot_database.replace("{network}", check_network(network))
+
     @classmethod
     def from_env(cls, environ=None):
         """Reads `environ` (default: the process environment after loading
@@ -115,13 +126,14 @@ class Settings:
             environ = os.environ
         env = {name: environ.get(name, default).strip() for name, default in DEFAULTS.items()}
         if not env["SOT_URL"]:
-            raise ConfigError("SOT_URL is not set: give the SOT snapshot store as a path, file:// or s3:// URL")
+            raise ConfigError("SOT_URL is not set: give the SOT snapshot store as a path, file://, s3:// or"
+                              " clickhouse:// URL")
         networks = tuple(n.strip() for n in env["INGESTION_NETWORKS"].split(",") if n.strip())
         if not networks:
             raise ConfigError("INGESTION_NETWORKS is empty")
         for network in networks:
             check_network(network, variable="INGESTION_NETWORKS")
-        secure = _flag(env, "CLICKHOUSE_SECURE")
+        secure, sot_secure = _flag(env, "CLICKHOUSE_SECURE"), _flag(env, "SOT_SECURE")
         return cls(
             redis_url=env["REDIS_URL"] or _redis_url_from_parts(env),
             clickhouse_host=env["CLICKHOUSE_HOST"],
@@ -129,16 +141,20 @@ class Settings:
             (9440 if secure else 9000),
             clickhouse_user=env["CLICKHOUSE_USER"],
             clickhouse_password=env["CLICKHOUSE_PASSWORD"],
-            clickhouse_database=_database_template(env["CLICKHOUSE_DATABASE"]),
+            clickhouse_database=_database_template(env, "CLICKHOUSE_DATABASE"),
             clickhouse_secure=secure,
             clickhouse_ca_certs=env["CLICKHOUSE_CA_CERTS"],
             clickhouse_verify=_flag(env, "CLICKHOUSE_VERIFY"),
             sot_url=env["SOT_URL"],
+            sot_s3_endpoint=env["SOT_S3_ENDPOINT"],
+            sot_s3_region=env["SOT_S3_REGION"],
+            sot_s3_anonymous=_flag(env, "SOT_S3_ANONYMOUS"),
             sot_host=env["SOT_HOST"],
-            sot_port=_integer(env, "SOT_PORT", 1, 65535) if env["SOT_PORT"] else None,
-            sot_database=env["SOT_DATABASE"],
+            sot_port=_integer(env, "SOT_PORT", 1, 65535) if env["SOT_PORT"] else (9440 if sot_secure else 9000),
+            sot_database=_database_template(env, "SOT_DATABASE"),
             sot_user=env["SOT_USER"],
             sot_password=env["SOT_PASSWORD"],
+            sot_secure=sot_secure,
             download_dir=env["SOT_DOWNLOAD_DIR"],
             networks=networks,
             window_days=_integer(env, "INGESTION_WINDOW_DAYS", 1, 65535),
@@ -176,11 +192,11 @@ def _flag(env, name):
     raise ConfigError(f"{name}: {env[name]!r} is not 0 or 1")
 
 
-def _database_template(template):
+def _database_template(env, name):
+    template = env[name]
     probe = template.replace("{network}", "x")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", probe):
-        raise ConfigError(f"CLICKHOUSE_DATABASE: {template!r} is not a database name"
-                          " (letters, digits, _ and {network})")
+        raise ConfigError(f"{name}: {template!r} is not a database name (letters, digits, _ and {{network}})")
     return template
 
 

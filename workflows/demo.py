@@ -1,10 +1,14 @@
-"""`make demo`: Redis, ClickHouse and luigid under .local/, a sample snapshot
-for yesterday for every configured network, RunDaily through luigid, and a
-summary. Safe to run again: running servers and published snapshots are
-reused, and a day already loaded is not loaded twice.
+"""`make demo`: Redis, ClickHouse and luigid under .local/, a sample day for
+yesterday for every configured network put into the demo's SOT ClickHouse
+database (sot_{network}) and published from there to .local/sot/ by
+`python -m workflows publish`, RunDaily through luigid, and a summary. Safe
+to run again: running servers and published snapshots are reused, and a
+day already loaded is not loaded twice.
 
+`python -m workflows.demo --date 2024-10-30` does the same for another day;
 `python -m workflows.demo --stop` stops the servers."""
 import argparse
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -13,9 +17,11 @@ import time
 from .clickhouse import count_rows
 from .config import Settings
 from .local_servers import LocalServers
-from .meta import TABLES
-from .resources import clickhouse_client
-from .sample import make_snapshot, write_snapshot
+from .meta import META_FILENAME, TABLES
+from .publish import publish
+from .resources import clickhouse_client, sot_clickhouse_client
+from .sample import fill_sot_database, make_snapshot
+from .sot import snapshot_path
 from .tasks import yesterday
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,12 +35,15 @@ def servers():
 
 
 def demo_env(local):
-    return dict(local.env(), SOT_URL=os.path.join(LOCAL, "sot"), SOT_DOWNLOAD_DIR=os.path.join(LOCAL, "downloads"))
+    return dict(local.env(), SOT_URL=os.path.join(LOCAL, "sot"), SOT_DOWNLOAD_DIR=os.path.join(LOCAL, "downloads"),
+                SOT_HOST="127.0.0.1", SOT_PORT=str(local.clickhouse_port))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stop", action="store_true", help="stop the demo's servers")
+    parser.add_argument("--date", type=dt.date.fromisoformat, default=None, help="the day to publish and load;"
+                                                                                 " default yesterday")
     args = parser.parse_args(argv)
     local = servers()
     if args.stop:
@@ -46,12 +55,13 @@ def main(argv=None):
     with open(os.path.join(LOCAL, "demo.env"), "w") as stream:
         stream.writelines(f"{k}={v}\n" for k, v in sorted(env.items()))
     settings = Settings.from_env({**os.environ, **env})
-    date = yesterday()
+    date = args.date or yesterday()
     for network in settings.networks:
-        if not os.path.exists(os.path.join(env["SOT_URL"], network, date.isoformat(), str(settings.window_days),
-                                           "META.json")):
-            write_snapshot(env["SOT_URL"], network, date, settings.window_days,
-                           make_snapshot(network, date, settings.window_days, FEATURE_ROWS))
+        if not os.path.exists(os.path.join(env["SOT_URL"], snapshot_path(network, date, settings.window_days),
+                                           META_FILENAME)):
+            fill_sot_database(sot_clickhouse_client(settings), settings.sot_database_for(network), network, date,
+                              settings.window_days, make_snapshot(network, date, settings.window_days, FEATURE_ROWS))
+            print(publish(settings, network, date, settings.window_days, env["SOT_URL"]))
 
     started = time.monotonic()
     run = subprocess.run([os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows",

@@ -162,6 +162,16 @@ def luigid_server(root, port, luigi_config=None, stock=False, env=None, cwd=None
                   lambda: urllib.request.urlopen(url, timeout=1).status == 200, env=env, cwd=cwd)
 
 
+def s3_server(root, port, recording=None):
+    """moto's S3 server (a test and benchmark dependency), on loopback; with
+    `recording`, the requests it records go to that file."""
+    env = dict(os.environ, **({"MOTO_RECORDER_FILEPATH": recording} if recording else {}))
+    return Server("moto", root, [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",
+                                 "-p", str(port)],
+                  lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/data.json", timeout=1).status == 200,
+                  env=env)
+
+
 class LocalServers:
     """Redis, ClickHouse (native and HTTP port) and luigid under `root`."""
 

@@ -2,11 +2,15 @@
 luigi forks a process per task when it runs several workers, and a socket
 must not cross a fork."""
 import os
+import socket
 
 import redis
 from clickhouse_driver import Client
+from clickhouse_driver.errors import Error as ClickHouseError
 
 from . import sql
+from .errors import one_line
+from .sot import SourceUnavailable
 
 _clients = {}
 
@@ -21,6 +25,7 @@ def _cached(key, make):
 # A load's blocks and the server's answers to them may take this long; the
 # connection and its handshake get settings.connect_timeout.
 LOAD_TIMEOUT_SECONDS = 600
+S3_REQUEST_TIMEOUT = 60  # one ranged read of workflows.sot.CHUNK_BYTES
 
 
 def redis_client(settings):
@@ -37,23 +42,64 @@ def redis_address(client):
 
 
 def clickhouse_client(settings):
+    """The ClickHouse the pipeline loads into."""
     s = settings
+    return _clickhouse(s.clickhouse_host, s.clickhouse_port, s.clickhouse_user, s.clickhouse_password,
+                       s.clickhouse_secure, s.clickhouse_ca_certs, s.clickhouse_verify, s.connect_timeout)
+
+
+def sot_clickhouse_client(settings):
+    """The SOT ClickHouse that snapshots are exported from (SOT_URL=clickhouse://, publish)."""
+    s = settings
+    try:
+        return _clickhouse(s.sot_host, s.sot_port, s.sot_user, s.sot_password, s.sot_secure, "", True,
+                           s.connect_timeout)
+    except (ClickHouseError, OSError) as exc:
+        if _answers_http(s.sot_host, s.sot_port, s.connect_timeout):
+            raise SourceUnavailable(f"SOT ClickHouse {s.sot_host}:{s.sot_port} answers HTTP: SOT_PORT must be"
+                                    " its native protocol port (9000, or 9440 with SOT_SECURE=1)") from None
+        raise SourceUnavailable(f"SOT ClickHouse {s.sot_host}:{s.sot_port}: {one_line(exc)}") from None
+
+
+def _clickhouse(host, port, user, password, secure, ca_certs, verify, connect_timeout):
     return _cached(
-        ("clickhouse", s.clickhouse_host, s.clickhouse_port, s.clickhouse_user, s.clickhouse_password,
-         s.clickhouse_secure, s.clickhouse_ca_certs, s.clickhouse_verify, s.connect_timeout),
+        ("clickhouse", host, port, user, password, secure, ca_certs, verify, connect_timeout),
         lambda: _connected(Client(
-            host=s.clickhouse_host,
-            port=s.clickhouse_port,
-            user=s.clickhouse_user,
-            password=s.clickhouse_password,
-            secure=s.clickhouse_secure,
-            verify=s.clickhouse_verify,
-            ca_certs=s.clickhouse_ca_certs or None,  # None: the system's CAs
+            host=host,
+            port=port,
+            user=user,
+            password=password,
+            secure=secure,
+            verify=verify,
+            ca_certs=ca_certs or None,  # None: the system's CAs
             client_name="sot-ingestion",
-            connect_timeout=s.connect_timeout,
-            send_receive_timeout=s.connect_timeout,
+            connect_timeout=connect_timeout,
+            send_receive_timeout=connect_timeout,
         )),
     )
+
+
+def _answers_http(host, port, timeout):
+    """Whether host:port is an HTTP server (ClickHouse's 8123, say)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"GET /ping HTTP/1.0\r\n\r\n")
+            return sock.recv(5) == b"HTTP/"
+    except OSError:
+        return False
+
+
+def s3_filesystem(settings):
+    """pyarrow's S3 file system for the SOT store: the AWS credential chain,
+    or unsigned requests (SOT_S3_ANONYMOUS=1). Its own retries are off:
+    workflows.sot retries and logs each one."""
+    from pyarrow.fs import AwsStandardS3RetryStrategy, S3FileSystem
+    s = settings
+    return _cached(("s3", s.sot_s3_endpoint, s.sot_s3_region, s.sot_s3_anonymous, s.connect_timeout),
+                   lambda: S3FileSystem(anonymous=s.sot_s3_anonymous, region=s.sot_s3_region,
+                                        endpoint_override=s.sot_s3_endpoint or None,
+                                        connect_timeout=s.connect_timeout, request_timeout=S3_REQUEST_TIMEOUT,
+                                        retry_strategy=AwsStandardS3RetryStrategy(max_attempts=1)))
 
 
 def _connected(client):

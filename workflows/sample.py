@@ -5,11 +5,14 @@ seconds."""
 import datetime as dt
 import json
 import os
+import tempfile
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import clickhouse
+from .loader import load_parquet
 from .meta import META_FILENAME, TABLES, file_digest
 from .native import arrow_type
 from .schema import TABLES as SCHEMAS
@@ -69,6 +72,18 @@ def write_snapshot(root, network, date, window_days, tables, legacy_meta=False, 
     with open(os.path.join(folder, META_FILENAME), "w") as stream:
         json.dump(meta, stream, indent=2)
     return folder
+
+
+def fill_sot_database(ch, database, network, date, window_days, tables):
+    """Puts the tables' day into a SOT ClickHouse database (created with the
+    contract's tables when missing), for `publish` to export: the SOT side
+    of the demo and the tests."""
+    clickhouse.ensure_schema(ch, database)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = write_snapshot(scratch, network, date, window_days, tables)
+        for name in TABLES:
+            load_parquet(ch, database, SCHEMAS[name], os.path.join(folder, f"{name}.parquet"), date, window_days,
+                         network, allow_empty=True)
 
 
 def _with_int64_integers(table):

@@ -125,3 +125,14 @@ def loaded_days(database, network, dates, window_days):
         " ORDER BY processing_date, table_name",
         {"network": network, "dates": tuple(dates), "window_days": int(window_days)},
     )
+
+
+def select_day(database, table: Table, network, date, window_days):
+    """One day of a table of the SOT ClickHouse, in the table's column order;
+    of one network where the table has that column."""
+    where = "processing_date = %(date)s AND window_days = %(window_days)s"
+    if "network" in table.column_names:
+        where += " AND network = %(network)s"
+    return (f"SELECT {', '.join(quote_identifier(c) for c in table.column_names)}"
+            f" FROM {_name(database, table.name)} WHERE {where}",
+            {"date": date, "window_days": int(window_days), "network": network})

@@ -7,6 +7,7 @@ one-line message names network, date, file and reason; the download
 directory is then removed so that the retry downloads afresh."""
 import datetime as dt
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -29,13 +30,14 @@ from .errors import OneLineFailure, SnapshotError, WithoutTracebacks, one_line
 from .meta import META_FILENAME, TABLES, MetaError, file_digest, parse_meta
 from .resources import clickhouse_client, redis_address, redis_client
 from .schema import TABLES as TABLE_SCHEMAS
-from .sot import DIRECTORY_MODE, NoSpace, SnapshotMissing, UnsafeFile, open_source
+from .sot import DIRECTORY_MODE, NoSpace, NotPublished, SourceUnavailable, UnsafeFile, open_source
 
 logger = logging.getLogger("workflows")
 logging.getLogger("luigi-interface").addFilter(WithoutTracebacks())
 logging.getLogger("clickhouse_driver.connection").addFilter(WithoutTracebacks(always=True))
 
 DOWNLOAD_STAMP = ".download"  # written last into a download; holds its id
+ARRIVED_CHECKSUMS = ".arrived.json"  # {filename: "algorithm:hex"} of the bytes as they arrived
 MAX_REFETCHES = 3  # downloads removed under a waiting step before it gives up
 STEPS = ("download", "validate", "checksums", "load", "cleanup")  # in the order they run
 
@@ -241,12 +243,11 @@ class IngestionTask(luigi.Task):
             reason = str(exception)
             logger.error("bad input: %s", reason)
             explanation = reason
-        elif isinstance(exception, OneLineFailure):
+        elif isinstance(exception, OneLineFailure):  # not published yet, a server down, no room
             reason = explanation = str(exception)
         else:
             reason = one_line(exception)
             explanation = super().on_failure(exception)
-        self.report(reason)
         try:
             attempts = alerts.count_failure(self.redis, self.failure_key())
         except redis.RedisError as exc:  # the marker store is down too: count on this host instead
@@ -254,9 +255,14 @@ class IngestionTask(luigi.Task):
             attempts = alerts.count_failure_here(
                 os.path.join(self.settings.download_dir, ".failures", self.task_id))
         if attempts >= self.retry_count:
+            when = f"attempt {attempts} of {self.retry_count}; giving up"
             alerts.send(alerts.notice(self.network, self.date, self.task_family, reason, attempts,
                                       getattr(self, "table", None)), self.settings.alert_webhook_url)
-        return explanation
+        else:
+            when = f"attempt {attempts} of {self.retry_count}; next in {alerts.retry_delay()} s"
+        logger.warning("%s %s %s: %s", self.network, self.date, self.task_family, when)
+        self.report(f"{reason} ({when})")
+        return f"{explanation} ({when})"
 
     def on_success(self):
         try:
@@ -270,7 +276,11 @@ class ServerUnavailable(OneLineFailure):
 
 
 class DownloadFailed(OneLineFailure):
-    """Not the snapshot's fault (no room for it, ...): one line, and the retry tries again."""
+    """Not the snapshot's fault (no room for it, the store down, ...): one line, and the retry tries again."""
+
+
+class SnapshotNotPublished(OneLineFailure):
+    """No META.json at the source yet: not bad input; the retry looks again."""
 
 
 class DownloadSOT(IngestionTask):
@@ -285,7 +295,7 @@ class DownloadSOT(IngestionTask):
         shutil.rmtree(self.download_dir, ignore_errors=True)
 
     def execute(self):
-        source = open_source(self.settings.sot_url)
+        source = open_source(self.settings)
         parent = os.path.dirname(self.download_dir)
         os.makedirs(parent, exist_ok=True)
         # a download killed half-way leaves only a partial directory behind
@@ -295,19 +305,33 @@ class DownloadSOT(IngestionTask):
         partial = f"{self.download_dir}.partial-{uuid.uuid4().hex}"
         os.makedirs(partial, mode=DIRECTORY_MODE)
         try:
-            source.fetch(self.network, self.date, self.window_days, partial)
+            arrived = source.fetch(self.network, self.date, self.window_days, partial, self.report_every_percent())
+            with open(os.path.join(partial, ARRIVED_CHECKSUMS), "w") as stream:
+                json.dump(arrived, stream)
             with open(os.path.join(partial, DOWNLOAD_STAMP), "w") as stamp:
                 stamp.write(uuid.uuid4().hex)
             shutil.rmtree(self.download_dir, ignore_errors=True)
             os.rename(partial, self.download_dir)
-        except SnapshotMissing as exc:
-            raise self.bad_input(META_FILENAME, exc) from None
+        except NotPublished as exc:
+            raise SnapshotNotPublished(f"{self.network} {self.date}: {exc}") from None
         except UnsafeFile as exc:
             raise self.bad_input(exc.filename, exc.reason) from None
         except NoSpace as exc:
             raise DownloadFailed(f"{self.network} {self.date} download to {self.settings.download_dir}: {exc}") from None
+        except SourceUnavailable as exc:
+            raise DownloadFailed(f"{self.network} {self.date} download: {exc}") from None
         finally:
             shutil.rmtree(partial, ignore_errors=True)
+
+    def report_every_percent(self):
+        """report(), skipping the calls to luigid that would not move the percentage."""
+        shown = [None]
+
+        def progress(message, percent):
+            if int(percent) != shown[0]:
+                shown[0] = int(percent)
+                self.report(message, percent)
+        return progress
 
 
 class ValidateMeta(IngestionTask):
@@ -352,17 +376,19 @@ class VerifyChecksums(IngestionTask):
         self.output().touch()
 
     def verify_checksums(self, entries, paths):
-        total = sum(os.path.getsize(p) for p in paths.values()) or 1
-        hashed = 0
+        """Against the checksums taken as the bytes arrived; a file without one is hashed here."""
+        try:
+            with open(os.path.join(self.download_dir, ARRIVED_CHECKSUMS)) as stream:
+                arrived = json.load(stream)
+        except FileNotFoundError:
+            arrived = {}
         for entry in entries:
-            def progress(done, before=hashed):
-                self.report(f"{entry.filename}: {(before + done) / 1e6:,.0f} / {total / 1e6:,.0f} MB hashed",
-                            100 * (before + done) / total)
-            actual = file_digest(paths[entry.filename], entry.algorithm, progress)
-            if actual != entry.digest:
-                raise self.bad_input(entry.filename, f"{entry.algorithm} checksum mismatch:"
-                                                     f" META.json has {entry.digest}, file has {actual}")
-            hashed += os.path.getsize(paths[entry.filename])
+            actual = arrived.get(entry.filename)
+            if actual is None:
+                actual = f"{entry.algorithm}:{file_digest(paths[entry.filename], entry.algorithm)}"
+            if actual != f"{entry.algorithm}:{entry.digest}":
+                raise self.bad_input(entry.filename, f"{entry.algorithm} checksum mismatch: META.json has"
+                                                     f" {entry.digest}, file has {actual.split(':', 1)[1]}")
 
     def check_fits_table(self, entry, path):
         def progress(done, rows):
