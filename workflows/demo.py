@@ -61,7 +61,8 @@ def main(argv=None):
                                            META_FILENAME)):
             fill_sot_database(sot_clickhouse_client(settings), settings.sot_database_for(network), network, date,
                               settings.window_days, make_snapshot(network, date, settings.window_days, FEATURE_ROWS))
-            print(publish(settings, network, date, settings.window_days, env["SOT_URL"]))
+            location = publish(settings, network, date, settings.window_days, env["SOT_URL"])
+            print(f"published {network} {date}: {location}")
 
     started = time.monotonic()
     run = subprocess.run([os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows",
