@@ -28,4 +28,4 @@ bench: setup
 
 clean:
 	-$(BIN)/python -m workflows.demo --stop
-	rm -rf $(VENV) .local
+	rm -rf $(VENV) .local *.egg-info

@@ -48,7 +48,10 @@ class ClickHouseMarkerTarget(luigi.Target):
         self._append(loaded=1, rows=rows)
 
     def remove(self):
+        """Returns whether the marker counted before (a row is appended either way)."""
+        existed = self.exists()
         self._append(loaded=0, rows=0)
+        return existed
 
     def _append(self, loaded, rows):
         self.client.execute(*sql.append_marker(self.database, self.network, self.date, self.window_days,

@@ -38,7 +38,8 @@ class RedisMarkerTarget(luigi.Target):
         self.redis.set(self.key, self.token)
 
     def remove(self):
-        self.redis.delete(self.key)
+        """Returns whether there was a marker to remove."""
+        return bool(self.redis.delete(self.key))
 
     def __repr__(self):
         return f"RedisMarkerTarget({self.key!r})"

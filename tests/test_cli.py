@@ -1,4 +1,5 @@
 """python -m workflows status | reset | crontab, and backfill with RangeDaily."""
+import argparse
 import datetime as dt
 import os
 import shutil
@@ -6,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import DATE, REPO
 
 from workflows import cli
@@ -24,11 +26,86 @@ def test_status_shows_steps_and_rows(pipeline, capsys):
 
     assert cli.main(["status", "--date", DATE.isoformat(), "--network", "ethereum", "--network", "bitcoin"]) == 0
 
-    header, ethereum, bitcoin = capsys.readouterr().out.splitlines()
-    assert header.split() == ["network", "date", "download", "validate", "checksums", *TABLES, "cleanup"]
+    header, ethereum, bitcoin, blank, *legend = capsys.readouterr().out.splitlines()
+    assert header.split() == ["network", "date", "download", "validate", "checksums", *TABLES, "cleanup", "state"]
     assert ethereum.split() == ["ethereum", DATE.isoformat(), "-", "-", "-",
-                                *[f"{tables[t].num_rows:,}" for t in TABLES], "done"]
-    assert bitcoin.split() == ["bitcoin", DATE.isoformat()] + ["-"] * 8
+                                *[f"{tables[t].num_rows:,}" for t in TABLES], "done", "done"]
+    assert bitcoin.split() == ["bitcoin", DATE.isoformat()] + ["-"] * 9
+    assert blank == "" and legend[1].startswith("-         not done")
+
+
+def test_status_shows_a_failed_day_with_its_reason_over_a_range(pipeline, capsys):
+    pipeline.publish()
+    pipeline.tamper("raw_alerts.parquet")
+    assert not pipeline.run()
+
+    assert cli.main(["status", "--from", (DATE - dt.timedelta(days=1)).isoformat(), "--to", DATE.isoformat(),
+                     "--network", "ethereum"]) == 0
+
+    rows = capsys.readouterr().out.splitlines()[1:3]
+    assert [row.split()[1] for row in rows] == [(DATE - dt.timedelta(days=1)).isoformat(), DATE.isoformat()]
+    assert rows[0].split()[-1] == "-"
+    state = rows[1][rows[1].index("failed: "):]
+    assert state.startswith("failed: VerifyChecksums, attempt 1 of 1, gave up: ethereum 2024-10-30"
+                            " raw_alerts.parquet: sha256 checksum mismatch"), state
+    pipeline.publish()  # fixed: the day done clears its failure
+    assert pipeline.run()
+    cli.main(["status", "--date", DATE.isoformat(), "--network", "ethereum"])
+    assert capsys.readouterr().out.splitlines()[1].split()[-1] == "done"
+
+
+@pytest.mark.parametrize("command", ["status", "reset"])
+def test_a_typo_in_a_network_is_refused_and_creates_nothing(pipeline, capsys, command):
+    pipeline.publish()
+    assert pipeline.run()
+    databases = pipeline.ch.execute("SHOW DATABASES")
+
+    assert cli.main([command, "--date", DATE.isoformat(), "--network", "etherum"]) == 2
+    assert capsys.readouterr().err.strip() == "configuration error: network 'etherum' is not in INGESTION_NETWORKS" \
+                                              " (ethereum, bitcoin); --force to use it anyway"
+    assert cli.main([command, "--date", DATE.isoformat(), "--network", "solana", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert pipeline.ch.execute("SHOW DATABASES") == databases  # forced, and still nothing created
+    if command == "reset":
+        assert out.startswith("nothing to remove: no target of solana 2024-10-30 from step download on")
+
+
+def test_reset_says_what_it_removed_and_when_there_was_nothing(pipeline, capsys):
+    pipeline.publish()
+    assert pipeline.run()
+
+    assert cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum", "--step", "load"]) == 0
+    removed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("removed ")]
+    assert len(removed) == 5 and removed[-1].startswith("removed RedisMarkerTarget(")  # four tables, cleanup
+    assert cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum", "--step", "load"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == \
+        "nothing to remove: no target of ethereum 2024-10-30 from step load on"
+
+
+def test_every_option_of_the_cli_says_what_it_is():
+    subcommands = next(a for a in cli.command_line()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in subcommands.choices.items():
+        for action in parser._actions:
+            assert action.help, f"{name} {action.option_strings} has no help"
+            if action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
+                assert str(action.default) in action.help, f"{name} {action.option_strings}: default not said"
+    assert {"status", "reset", "publish", "crontab", "luigid"} <= set(subcommands.choices)
+
+
+@pytest.mark.parametrize("argv", [["status", "--date", "2024-13-01"], ["reset", "--date", "yesterday",
+                                                                        "--network", "ethereum"]])
+def test_a_bad_date_gives_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith("is not a date (YYYY-MM-DD)") and "Traceback" not in error
+
+
+def test_a_bad_date_on_the_luigi_command_gives_one_line(pipeline):
+    result = pipeline.run_cli("RunDaily", "--date", "2024-13-01", "--local-scheduler")
+    assert result.returncode == 40  # [retcode] unhandled_exception
+    assert result.stderr.strip() == "ERROR: Uncaught exception in luigi: '2024-13-01' is not a date (YYYY-MM-DD)"
 
 
 def test_reset_one_table_redoes_that_table_and_cleanup(pipeline, capsys):
@@ -86,6 +163,7 @@ def test_crontab_is_the_commands_default_output(monkeypatch, capsys):
 
     printed = capsys.readouterr().out
     assert printed == open(os.path.join(REPO, "crontab")).read()
+    assert "CRON_TZ=UTC" in printed.splitlines()
     jobs = [line.split() for line in printed.splitlines() if line[:1].isdigit()]
     assert [(j[0], j[1], j[j.index("--networks") + 1]) for j in jobs] == [
         ("0", "1", "ethereum"), ("15", "1", "bitcoin"), ("30", "1", "torus"),
@@ -93,6 +171,16 @@ def test_crontab_is_the_commands_default_output(monkeypatch, capsys):
     for job in jobs:
         network = job[job.index("--networks") + 1]
         assert "flock" in job and "-n" in job and job[-3:] == [">>", f"/var/log/sot-ingestion/{network}.log", "2>&1"]
+
+
+@pytest.mark.parametrize("local_time, day", [("2024-10-31 02:00:00", "2024-10-30"),  # 1:00 UTC
+                                             ("2024-10-31 00:30:00", "2024-10-29")])  # 23:30 UTC the day before
+def test_the_crontabs_date_is_yesterday_in_utc_in_any_time_zone(local_time, day):
+    line = next(line for line in cli.crontab(["ethereum"]).splitlines() if line[:1].isdigit())
+    expression = line[line.index("--date ") + 7:line.index(" --networks")].replace("\\%", "%")
+    printed = subprocess.run(["faketime", local_time, "sh", "-c", f"echo {expression}"], capture_output=True,
+                             text=True, env=dict(os.environ, TZ="Europe/Amsterdam"), check=True).stdout.strip()
+    assert printed == day
 
 
 def test_crontab_follows_the_configured_networks(monkeypatch, capsys):

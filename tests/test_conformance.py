@@ -72,8 +72,9 @@ def scenario(engine, tmp_path):
     loads, a reload, zero-row days, markers, status and the staging sweep do
     them; returns what each observable step gave."""
     database = new_database()
-    seen = {"ping": engine.execute(*sql.ping())}
+    seen = {"ping": engine.execute(*sql.ping()), "exists before": clickhouse.database_exists(engine, database)}
     clickhouse.ensure_schema(engine, database)
+    seen["exists after"] = clickhouse.database_exists(engine, database)
     clickhouse.ensure_schema(engine, database)  # a second run changes nothing
     seen["tables"] = engine.execute(
         "SELECT name, engine FROM system.tables WHERE database = %(d)s ORDER BY name", {"d": database})
@@ -153,6 +154,7 @@ def test_every_statement_gives_the_same_results_on_both_generations(server1816, 
     assert ran == statements, f"not exercised on 26.x: {sorted(statements - ran)}"
     assert current == old
     assert old["ping"] == [(1,)]
+    assert (old["exists before"], old["exists after"]) == (False, True)
     assert [name for name, _ in old["tables"]] == sorted([*TABLES, "complete_days", "ingestion_markers"])
     assert {engine for _, engine in old["tables"]} == {"MergeTree", "ReplacingMergeTree", "View"}
     assert old["loaded"] == old["reloaded"] == old["counts"] == {

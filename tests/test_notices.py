@@ -58,10 +58,27 @@ def test_visualiser_shows_progress_and_no_secrets(pipeline, luigid):
         assert loads[table]["status_message"] == f"{table}: {rows:,} / {rows:,} rows"
         assert loads[table]["progress_percentage"] == 100
     verify = next(t for t in done.values() if t["name"] == "VerifyChecksums")
-    assert "rows checked" in verify["status_message"] or "MB hashed" in verify["status_message"]
+    labels = tables["raw_address_labels"].num_rows  # the last file checked; the percentage is of all four
+    assert (verify["status_message"], verify["progress_percentage"]) == \
+        (f"raw_address_labels.parquet: {labels:,} / {labels:,} rows checked", 100)
+    download = next(t for t in done.values() if t["name"] == "DownloadSOT")
+    assert download["status_message"].startswith("raw_address_labels.parquet: ") and \
+        download["status_message"].endswith(" MB") and download["progress_percentage"] == 100
     for task in done.values():
         assert set(task["params"]) <= {"network", "date", "window_days", "table", "networks"}
     assert "s3cret" not in json.dumps(done)
+
+
+def test_the_visualiser_shows_a_failed_tasks_reason_not_its_last_progress(pipeline, luigid):
+    pipeline.publish()
+    pipeline.tamper("raw_features.parquet")
+
+    result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
+
+    assert result.returncode == 30, result.stderr[-2000:]
+    [failed] = [t for status in ("FAILED", "DISABLED") for t in luigid_tasks(luigid, status).values()
+                if t["name"] == "VerifyChecksums"]
+    assert failed["status_message"].startswith("ethereum 2024-10-30 raw_features.parquet: sha256 checksum mismatch")
 
 
 def test_luigid_serves_prometheus_metrics(pipeline, luigid):

@@ -1,6 +1,8 @@
 """What an operator relies on at night: retries through luigid, exit
 statuses cron can see, backfill, status and reset, concurrent runs."""
 import os
+import subprocess
+import sys
 import time
 
 from conftest import DATE, REPO, luigid_tasks
@@ -152,3 +154,26 @@ def test_two_local_scheduler_runs_at_once_leave_exactly_one_copy_of_the_day(pipe
         assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0
         assert pipeline.counts() == published
         cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum", "--step", "download"])
+
+
+def test_reset_re_enables_a_day_luigid_gave_up_on_so_a_manual_rerun_runs(pipeline, luigid):
+    pipeline.publish()
+    pipeline.withhold_meta()
+    assert run_daily(pipeline, INGESTION_RETRY_ATTEMPTS="1").returncode == 30
+    pipeline.release_meta()  # fixed upstream, within luigid's hour of disable_persist
+
+    blocked = run_daily(pipeline, INGESTION_RETRY_ATTEMPTS="1")
+    assert blocked.returncode == 25, blocked.stderr[-2000:]  # [retcode] not_run
+    [why] = [line for line in blocked.stderr.splitlines() if "is disabled in luigid" in line]
+    assert why.endswith("DownloadSOT(network=ethereum, date=2024-10-30, window_days=195) is disabled in luigid: its"
+                        " retries were used up. It runs again after [scheduler] disable_persist (3600 s), or at once"
+                        " after `python -m workflows reset --date 2024-10-30 --network ethereum`"), why
+
+    reset = subprocess.run([sys.executable, "-m", "workflows", "reset", "--date", DATE.isoformat(), "--network",
+                            "ethereum"], cwd=REPO, env={**os.environ, **pipeline.env}, capture_output=True, text=True)
+    assert reset.returncode == 0, reset.stderr
+    assert "re-enabled in luigid: DownloadSOT(network=ethereum, date=2024-10-30, window_days=195)" in reset.stdout, \
+        reset.stdout
+    rerun = run_daily(pipeline, INGESTION_RETRY_ATTEMPTS="1")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert all(pipeline.counts().values())

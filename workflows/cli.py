@@ -3,16 +3,19 @@ markers, remove them so the next run redoes a step, print the crontab, start
 luigid, write a snapshot from the SOT ClickHouse."""
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 
 import luigi.cmdline
 
+from . import scheduler
 from .config import ConfigError, Settings, check_network
 from .meta import TABLES
 from .publish import publish
 from .sot import NotPublished, SourceUnavailable
-from .tasks import STEPS, Cleanup, DownloadSOT, LoadTable, ValidateMeta, VerifyChecksums, yesterday
+from .tasks import (STEPS, Cleanup, DownloadSOT, LoadTable, ValidateMeta, VerifyChecksums, day_tasks,
+                    last_failure_key, yesterday)
 
 CRON_HOURS = (1, 3)
 CRON_SPACING_MINUTES = 15
@@ -26,43 +29,82 @@ def step_tasks(step, network, date, window_days, table=None):
     return [cls(network, date, window_days)]
 
 
+STATUS_LEGEND = """\
+done      the step's marker is set (download: the copy is on disk, until cleanup removes it)
+-         not done: not run yet, not published yet, or reset
+1,234     rows loaded for the day (its marker set, the table holding that many)
+state     done: all four tables loaded and cleaned up; failed: the day's last failure, its step,
+          attempt and reason (kept until the day is done); -: nothing done or failed yet"""
+
+
+def day_range(first, last):
+    if last < first:
+        raise ConfigError(f"--to {last} is before --from {first}")
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+
+
 def status(dates, networks, window_days, out=None):
+    """A table of network x day: each step done or not, rows loaded per
+    table, and the day's state with its last failure. Reads only: creates
+    no database or table."""
     out = out or sys.stdout
-    header = ["network", "date", "download", "validate", "checksums", *TABLES, "cleanup"]
+    header = ["network", "date", "download", "validate", "checksums", *TABLES, "cleanup", "state"]
     rows = []
     for network in networks:
-        states = Cleanup.day_states([Cleanup(network, date, window_days) for date in dates])
-        for date in dates:
+        cleanups = [Cleanup(network, date, window_days) for date in dates]
+        states = Cleanup.day_states(cleanups, read_only=True)
+        failures = cleanups[0].redis.mget([last_failure_key(network, date, window_days) for date in dates])
+        for date, failure in zip(dates, failures):
             loaded, marked = states[date]
             cells = [network, date.isoformat()]
             cells += ["done" if step_tasks(s, network, date, window_days)[0].complete() else "-"
                       for s in ("download", "validate", "checksums")]
             cells += [f"{loaded[t]:,}" if t in loaded else "-" for t in TABLES]
-            cells.append("done" if Cleanup.is_done(loaded, marked) else "-")
+            done = Cleanup.is_done(loaded, marked)
+            cells.append("done" if marked else "-")
+            cells.append("done" if done else describe_failure(json.loads(failure)) if failure else "-")
             rows.append(cells)
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header) - 1)]
     for row in [header] + rows:
-        out.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+        out.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths + [0])).rstrip() + "\n")
+    out.write("\n" + STATUS_LEGEND + "\n")
+
+
+def describe_failure(failure):
+    step = failure["task"] + (f" {failure['table']}" if failure.get("table") else "")
+    given_up = ", gave up" if failure["attempts"] >= failure["of"] else ""
+    return f"failed: {step}, attempt {failure['attempts']} of {failure['of']}{given_up}: {failure['reason']}"
 
 
 def reset(network, date, window_days, step, table=None):
     """Removes the targets of `step` and of every step after it (for `load`
-    with a table: that table's marker and the cleanup marker). Returns what
-    was removed."""
+    with a table: that table's marker and the cleanup marker). Returns the
+    tasks whose target was there; creates nothing."""
     removed = []
     for later in STEPS[STEPS.index(step):]:
         for task in step_tasks(later, network, date, window_days, table if later == "load" else None):
-            task.remove_output()
-            removed.append(task)
+            if later == "load" and not task.database_exists():
+                continue  # nothing was ever loaded, and a typo must not create a database
+            if task.remove_output():
+                removed.append(task)
     return removed
 
 
+# the day before today in UTC, whatever the host's time zone (% is special in crontab lines)
+UTC_YESTERDAY = "$(date -u -d yesterday +\\%F)"
+
+
 def crontab(networks, workdir="/app", luigi="/usr/local/bin/luigi", log_dir="/var/log/sot-ingestion"):
-    """RunDaily at 1:00 and 3:00 UTC, the networks 15 minutes apart. flock -n
-    skips a run while the previous one for the network is still going."""
+    """RunDaily at 1:00 and 3:00 UTC, the networks 15 minutes apart, each for
+    yesterday in UTC. flock -n skips a run while the previous one for the
+    network is still going."""
     lines = [
-        "# SOT ingestion: RunDaily for yesterday, at 1:00 and again at 3:00 UTC, networks 15 minutes apart.",
-        "# Generated by `python -m workflows crontab`; the machine's time zone is UTC.",
+        "# SOT ingestion: RunDaily for yesterday (UTC), at 1:00 and again at 3:00 UTC, networks 15 minutes apart.",
+        "# Generated by `python -m workflows crontab`. CRON_TZ=UTC sets the times where cron supports it"
+        " (cronie);",
+        "# elsewhere they are the host's time, and the date is UTC's yesterday all the same. The jobs read",
+        "# .env in their working directory.",
+        "CRON_TZ=UTC",
         "SHELL=/bin/sh",
         "PATH=/usr/local/bin:/usr/bin:/bin",
     ]
@@ -71,7 +113,8 @@ def crontab(networks, workdir="/app", luigi="/usr/local/bin/luigi", log_dir="/va
             minute = i * CRON_SPACING_MINUTES
             lines.append(
                 f"{minute % 60} {hour + minute // 60} * * * cd {workdir} && flock -n /tmp/sot-ingestion-{network}.lock"
-                f" {luigi} --module workflows RunDaily --networks {network} >> {log_dir}/{network}.log 2>&1")
+                f" {luigi} --module workflows RunDaily --date {UTC_YESTERDAY} --networks {network}"
+                f" >> {log_dir}/{network}.log 2>&1")
     return "\n".join(lines) + "\n"
 
 
@@ -86,37 +129,83 @@ def publish_day(settings, network, date, window_days, to_url):
 
 
 def _date(text):
-    return dt.date.fromisoformat(text)
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _days(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is outside 1..65535")
+    return value
+
+
+def known_network(name, settings, force):
+    """A configured network, or with --force any well-formed name: a typo
+    must not be taken for a new network."""
+    check_network(name)
+    if name not in settings.networks and not force:
+        raise ConfigError(f"network {name!r} is not in INGESTION_NETWORKS ({', '.join(settings.networks)});"
+                          " --force to use it anyway")
+    return name
+
+
+def command_line():
+    """The parser of `python -m workflows`."""
+    parser = argparse.ArgumentParser(prog="python -m workflows", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    network_help = "a network of INGESTION_NETWORKS (others need --force)"
+    window_help = "the snapshot's window in days (default INGESTION_WINDOW_DAYS)"
+    force_help = "accept a network that INGESTION_NETWORKS does not list"
+
+    show = commands.add_parser("status", help="network x step, done or not, rows loaded per table, last failure",
+                               description=status.__doc__, epilog=STATUS_LEGEND,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    show.add_argument("--date", type=_date, action="append", metavar="YYYY-MM-DD",
+                      help="a day to show (repeat for several; default yesterday, UTC)")
+    show.add_argument("--from", dest="first", type=_date, metavar="YYYY-MM-DD",
+                      help="first day of a range (with --to, default yesterday)")
+    show.add_argument("--to", dest="last", type=_date, metavar="YYYY-MM-DD", help="last day of the range")
+    show.add_argument("--network", action="append", help=network_help + "; repeat for several (default all)")
+    show.add_argument("--window-days", type=_days, help=window_help)
+    show.add_argument("--force", action="store_true", help=force_help)
+
+    undo = commands.add_parser("reset", help="delete targets so the next run redoes that step and what follows",
+                               description=reset.__doc__)
+    undo.add_argument("--date", type=_date, required=True, metavar="YYYY-MM-DD", help="the day to reset")
+    undo.add_argument("--network", required=True, help=network_help)
+    undo.add_argument("--step", choices=STEPS, help="the first step to redo (default download, or load with --table)")
+    undo.add_argument("--table", choices=TABLES, help="with --step load: only this table's load (and cleanup)")
+    undo.add_argument("--window-days", type=_days, help=window_help)
+    undo.add_argument("--force", action="store_true", help=force_help)
+
+    cron = commands.add_parser("crontab", help="print the crontab for INGESTION_NETWORKS")
+    cron.add_argument("--workdir", default="/app", help="the directory the jobs run in, with its .env (default /app)")
+    cron.add_argument("--luigi", default="/usr/local/bin/luigi", help="the luigi command (default /usr/local/bin/luigi)")
+    cron.add_argument("--log-dir", default="/var/log/sot-ingestion",
+                      help="one log file per network goes here (default /var/log/sot-ingestion)")
+    commands.add_parser("luigid", help="start luigid (arguments after it go to luigid; --state-path and --logdir"
+                                       " default to ~/.local/state/sot-ingestion)")
+    out = commands.add_parser("publish", help="the SOT side: write a day of the SOT ClickHouse (SOT_HOST,"
+                                              " SOT_DATABASE, ...) as a snapshot, files first, META.json last")
+    out.add_argument("--date", type=_date, required=True, metavar="YYYY-MM-DD", help="the day to publish")
+    out.add_argument("--network", required=True, help=network_help)
+    out.add_argument("--to", required=True, metavar="URL", help="a folder, file:///folder or s3://bucket/prefix")
+    out.add_argument("--window-days", type=_days, help=window_help)
+    out.add_argument("--force", action="store_true", help=force_help)
+    return parser
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["luigid"]:  # with the package's scheduler policy and INGESTION_RETRY_DELAY (import workflows)
-        return luigi.cmdline.luigid(argv[1:])
-
-    parser = argparse.ArgumentParser(prog="python -m workflows", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    show = commands.add_parser("status", help="network x step, done or not, rows loaded per table")
-    show.add_argument("--date", type=_date, action="append", help="default yesterday; repeat for several")
-    show.add_argument("--network", action="append", help="default INGESTION_NETWORKS; repeat for several")
-    show.add_argument("--window-days", type=int)
-    undo = commands.add_parser("reset", help="delete targets so the next run redoes that step and what follows")
-    undo.add_argument("--date", type=_date, required=True)
-    undo.add_argument("--network", required=True)
-    undo.add_argument("--step", choices=STEPS, help="default: download, or load with --table")
-    undo.add_argument("--table", choices=TABLES)
-    undo.add_argument("--window-days", type=int)
-    cron = commands.add_parser("crontab", help="print the crontab for INGESTION_NETWORKS")
-    cron.add_argument("--workdir", default="/app")
-    cron.add_argument("--luigi", default="/usr/local/bin/luigi")
-    cron.add_argument("--log-dir", default="/var/log/sot-ingestion")
-    commands.add_parser("luigid", help="start luigid (arguments after it go to luigid)")
-    out = commands.add_parser("publish", help="the SOT side: write a day of the SOT ClickHouse (SOT_HOST,"
-                                              " SOT_DATABASE, ...) as a snapshot, files first, META.json last")
-    out.add_argument("--date", type=_date, required=True)
-    out.add_argument("--network", required=True)
-    out.add_argument("--to", required=True, metavar="URL", help="a folder, file:///folder or s3://bucket/prefix")
-    out.add_argument("--window-days", type=int)
+        return luigid(argv[1:])
+    parser = command_line()
     args = parser.parse_args(argv)
 
     try:
@@ -130,17 +219,47 @@ def main(argv=None):
             settings = Settings.from_env()
         window_days = args.window_days or settings.window_days
         if args.command == "publish":
-            return publish_day(settings, check_network(args.network), args.date, window_days, args.to)
+            return publish_day(settings, known_network(args.network, settings, args.force), args.date, window_days,
+                               args.to)
         if args.command == "status":
-            networks = [check_network(n) for n in args.network] if args.network else settings.networks
-            status(args.date or [yesterday()], networks, window_days)
-        else:
-            if args.table and args.step not in (None, "load"):
-                parser.error("--table goes with --step load")
-            step = args.step or ("load" if args.table else "download")
-            for task in reset(check_network(args.network), args.date, window_days, step, args.table):
-                print(f"removed {task.output()}")
+            networks = [known_network(n, settings, args.force) for n in args.network] if args.network \
+                else settings.networks
+            if args.date and (args.first or args.last):
+                parser.error("--date goes without --from/--to")
+            dates = args.date or (day_range(args.first or args.last or yesterday(), args.last or yesterday())
+                                  if args.first or args.last else [yesterday()])
+            status(dates, networks, window_days)
+            return 0
+        if args.table and args.step not in (None, "load"):
+            parser.error("--table goes with --step load")
+        network = known_network(args.network, settings, args.force)
+        step = args.step or ("load" if args.table else "download")
+        removed = reset(network, args.date, window_days, step, args.table)
+        for task in removed:
+            print(f"removed {task.output()}")
+        if not removed:
+            print(f"nothing to remove: no target of {network} {args.date} from step {step} on")
+        try:
+            for task in scheduler.re_enable(day_tasks(network, args.date, window_days)):
+                print(f"re-enabled in luigid: {task}")
+        except OSError as exc:
+            print(f"luigid at {scheduler.scheduler_url()} did not answer ({exc}); nothing re-enabled there",
+                  file=sys.stderr)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def luigid(arguments):
+    """luigid with its state and logs in a writable place unless given:
+    luigid's own defaults (/var/lib/luigi-server, ...) need root, and a
+    state it cannot save is lost at stop."""
+    state = os.path.join(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "sot-ingestion")
+    defaults = []
+    if not any(a.startswith("--state-path") for a in arguments):
+        defaults += ["--state-path", os.path.join(state, "luigid-state.pickle")]
+    if not any(a.startswith("--logdir") for a in arguments):
+        defaults += ["--logdir", state]
+    os.makedirs(state, exist_ok=True)
+    return luigi.cmdline.luigid(defaults + arguments)

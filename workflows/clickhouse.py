@@ -42,6 +42,10 @@ def ensure_schema(ch, database):
     ch.execute(*sql.create_complete_days_view(database, list(TABLES)))
 
 
+def database_exists(ch, database):
+    return ch.execute(*sql.database_exists(database))[0][0] > 0
+
+
 def count_rows(ch, database, table, date, window_days):
     return dict(ch.execute(*sql.day_counts(database, table, [date], window_days))).get(date, 0)
 

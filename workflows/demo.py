@@ -9,6 +9,7 @@ day already loaded is not loaded twice.
 `python -m workflows.demo --stop` stops the servers."""
 import argparse
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import time
 
 from .clickhouse import count_rows
 from .config import Settings
-from .local_servers import LocalServers
+from .local_servers import LocalServers, free_port, port_free
 from .meta import META_FILENAME, TABLES
 from .publish import publish
 from .resources import clickhouse_client, sot_clickhouse_client
@@ -25,18 +26,49 @@ from .sot import snapshot_path
 from .tasks import yesterday
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOCAL = os.path.join(REPO, ".local")
+LOCAL = os.environ.get("DEMO_DIR") or os.path.join(REPO, ".local")  # DEMO_DIR: for the demo's own test
 FEATURE_ROWS = 20_000
+USUAL_PORTS = {"redis_port": 16379, "clickhouse_port": 19000, "clickhouse_http_port": 18123, "luigid_port": 18082}
+RETRY_DELAY_SECONDS = "10"  # the demo's: a retry comes while you watch
 
 
-def servers():
-    return LocalServers(LOCAL, redis_port=16379, clickhouse_port=19000, clickhouse_http_port=18123,
-                        luigid_port=18082, luigi_config=os.path.join(REPO, "luigi.cfg"))
+def servers(ports):
+    return LocalServers(LOCAL, luigi_config=os.path.join(REPO, "luigi.cfg"), **ports)
+
+
+def saved_ports():
+    try:
+        with open(os.path.join(LOCAL, "ports.json")) as stream:
+            return json.load(stream)
+    except FileNotFoundError:
+        return dict(USUAL_PORTS)
+
+
+def choose_ports():
+    """The ports of this checkout's demo: those of its servers that are
+    running, else the usual ones, else, where another process holds one
+    (another checkout's demo, say), a free one. Saved in .local/ports.json."""
+    ports = saved_ports()
+    local = servers(ports)
+    owned = {"redis": ("redis_port",), "clickhouse": ("clickhouse_port", "clickhouse_http_port"),
+             "luigid": ("luigid_port",)}
+    for server in local.servers:
+        if server.running_pid():
+            continue
+        for name in owned[server.name]:
+            if not port_free(ports[name]):
+                taken, ports[name] = ports[name], free_port()
+                print(f"port {taken} is in use by another process: this demo's {server.name} listens on"
+                      f" {ports[name]} instead (see {os.path.join(LOCAL, 'demo.env')})")
+    os.makedirs(LOCAL, exist_ok=True)
+    with open(os.path.join(LOCAL, "ports.json"), "w") as stream:
+        json.dump(ports, stream)
+    return ports
 
 
 def demo_env(local):
     return dict(local.env(), SOT_URL=os.path.join(LOCAL, "sot"), SOT_DOWNLOAD_DIR=os.path.join(LOCAL, "downloads"),
-                SOT_HOST="127.0.0.1", SOT_PORT=str(local.clickhouse_port))
+                SOT_HOST="127.0.0.1", SOT_PORT=str(local.clickhouse_port), INGESTION_RETRY_DELAY=RETRY_DELAY_SECONDS)
 
 
 def main(argv=None):
@@ -45,11 +77,12 @@ def main(argv=None):
     parser.add_argument("--date", type=dt.date.fromisoformat, default=None, help="the day to publish and load;"
                                                                                  " default yesterday")
     args = parser.parse_args(argv)
-    local = servers()
-    if args.stop:
-        local.stop()
+    if args.stop:  # only this checkout's: the servers whose pid files are in its .local
+        servers(saved_ports()).stop()
         return 0
 
+    local = servers(choose_ports())
+    os.environ["INGESTION_RETRY_DELAY"] = RETRY_DELAY_SECONDS  # for the luigid it starts
     local.start(detach=True, reuse=True)
     env = demo_env(local)
     with open(os.path.join(LOCAL, "demo.env"), "w") as stream:
@@ -66,7 +99,7 @@ def main(argv=None):
 
     started = time.monotonic()
     run = subprocess.run([os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows",
-                          "RunDaily", "--date", date.isoformat(), "--workers", "2"],
+                          "RunDaily", "--date", date.isoformat(), "--workers", "2", "--log-level", "INFO"],
                          cwd=REPO, env={**os.environ, **env})
     seconds = time.monotonic() - started
 

@@ -56,6 +56,16 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def port_free(port):
+    """Whether nothing listens on 127.0.0.1:port, so a server of ours can."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _port_open(port):
     with socket.socket() as sock:
         sock.settimeout(0.5)
@@ -87,11 +97,17 @@ class Server:
         self.process = None
 
     def running_pid(self):
+        """The pid of this server, started from this root, when it is alive
+        and answering; not a process that reuses its pid or its port."""
         try:
             with open(self.pidfile) as stream:
                 pid = int(stream.read())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
+            with open(f"/proc/{pid}/cmdline", "rb") as stream:
+                program = stream.read().split(b"\0")[0].decode(errors="replace").split(" ")[0]
+        except (OSError, ValueError, IndexError):
+            return None
+        # (redis-server rewrites its command line, but not the program's name)
+        if os.path.basename(program) != os.path.basename(self.command[0]):
             return None
         return pid if self.ready() else None
 
@@ -102,6 +118,8 @@ class Server:
         with open(self.pidfile, "w") as stream:
             stream.write(str(self.process.pid))
         _wait(self.ready, self.name, self.process)
+        if self.process.poll() is not None:  # what answered is another process
+            raise RuntimeError(f"{self.name} exited with status {self.process.returncode} while starting")
 
     def stop(self):
         pid = self.process.pid if self.process else self.running_pid()

@@ -22,6 +22,10 @@ def ping():
     return "SELECT 1", None
 
 
+def database_exists(database):
+    return "SELECT count() FROM system.databases WHERE name = %(database)s", {"database": database}
+
+
 def create_database(database):
     return f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}", None
 

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 
@@ -24,7 +25,7 @@ from targets import ClickHouseMarkerTarget, RedisMarkerTarget
 from targets.clickhouse_marker import loaded_days
 from targets.redis_marker import marker_key
 
-from . import alerts, clickhouse, loader
+from . import alerts, clickhouse, loader, scheduler
 from .config import ConfigError, Settings, check_network
 from .errors import OneLineFailure, SnapshotError, WithoutTracebacks, one_line
 from .meta import META_FILENAME, TABLES, MetaError, file_digest, parse_meta
@@ -39,6 +40,7 @@ logging.getLogger("clickhouse_driver.connection").addFilter(WithoutTracebacks(al
 DOWNLOAD_STAMP = ".download"  # written last into a download; holds its id
 ARRIVED_CHECKSUMS = ".arrived.json"  # {filename: "algorithm:hex"} of the bytes as they arrived
 MAX_REFETCHES = 3  # downloads removed under a waiting step before it gives up
+LAST_FAILURE_KEPT_SECONDS = 30 * 86400
 STEPS = ("download", "validate", "checksums", "load", "cleanup")  # in the order they run
 
 
@@ -51,12 +53,45 @@ def configured(read, *args):
         raise SystemExit(f"configuration error: {exc}") from None
 
 
+def failure_reason(exc):
+    """The one line a failure is reported as."""
+    return str(exc) if isinstance(exc, OneLineFailure) else one_line(exc)
+
+
+def last_failure_key(network, date, window_days):
+    return marker_key(network, date, window_days, "last_failure")
+
+
 def yesterday():
     return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
 
 
 def download_dir(settings, network, date, window_days):
     return os.path.join(settings.download_dir, network, date.isoformat(), str(int(window_days)))
+
+
+class BadParameter(OneLineFailure):
+    """A command-line value that is not what the parameter takes."""
+
+
+class Day(luigi.DateParameter):
+    """A date; a value that is not one stops the run with one line."""
+
+    def parse(self, s):
+        try:
+            return super().parse(s)
+        except ValueError:
+            raise BadParameter(f"{s!r} is not a date (YYYY-MM-DD)") from None
+
+
+class Days(luigi.OptionalIntParameter):
+    """A window in days; a value that is not one stops the run with one line."""
+
+    def parse(self, s):
+        try:
+            return super().parse(s)
+        except ValueError:
+            raise BadParameter(f"{s!r} is not a whole number of days") from None
 
 
 class Terminated(BaseException):
@@ -98,9 +133,9 @@ def stopped_by_sigterm():
 class IngestionTask(luigi.Task):
     """Shared parameters, clients and failure handling of every step."""
 
-    network = luigi.Parameter()
-    date = luigi.DateParameter()
-    window_days = luigi.IntParameter()
+    network = luigi.Parameter(description="a network of INGESTION_NETWORKS, e.g. ethereum")
+    date = Day(description="the snapshot's day, YYYY-MM-DD")
+    window_days = Days(description="the snapshot's window in days, e.g. 195")
 
     _schemas_ready = set()  # (pid, server, database) whose tables exist, checked once per process
     _unavailable_noticed = False  # a notice that a server does not answer was sent by this process
@@ -134,6 +169,11 @@ class IngestionTask(luigi.Task):
             clickhouse.ensure_schema(ch, self.database)
             self._schemas_ready.add(key)
         return ch
+
+    def database_exists(self):
+        """Whether the network's database is there, without creating it
+        (for commands that only look)."""
+        return clickhouse.database_exists(clickhouse_client(self.settings), self.database)
 
     def download_id(self):
         """Id of the download on disk, or None when there is none."""
@@ -178,17 +218,23 @@ class IngestionTask(luigi.Task):
         # fetch and check it again (dynamic dependencies) rather than fail on
         # a missing dependency. luigi.cfg turns off the worker's own check:
         # check_unfulfilled_deps = false.
-        for _ in range(MAX_REFETCHES):
-            with self.download_lock(exclusive=self.changes_download):
-                if self.done_meanwhile():
-                    return
-                stale = [task for task in luigi.task.flatten(self.requires()) if not task.complete()]
-                if not stale:
-                    with stopped_by_sigterm():
-                        self.execute()
-                    return
-            yield stale  # outside the lock: the download they redo takes it exclusively
-        raise RuntimeError(f"the download was removed {MAX_REFETCHES} times while this step waited for it")
+        try:
+            for _ in range(MAX_REFETCHES):
+                with self.download_lock(exclusive=self.changes_download):
+                    if self.done_meanwhile():
+                        return
+                    stale = [task for task in luigi.task.flatten(self.requires()) if not task.complete()]
+                    if not stale:
+                        with stopped_by_sigterm():
+                            self.execute()
+                        return
+                yield stale  # outside the lock: the download they redo takes it exclusively
+            raise RuntimeError(f"the download was removed {MAX_REFETCHES} times while this step waited for it")
+        except BaseException as exc:
+            # the visualiser's status shows the reason, not the last progress;
+            # luigi detaches the status callback before on_failure runs
+            self.report(failure_reason(exc))
+            raise
 
     def complete(self):
         """luigi's check, with a server that does not answer reported in one
@@ -229,25 +275,33 @@ class IngestionTask(luigi.Task):
         raise NotImplementedError
 
     def remove_output(self):
-        """Deletes this step's target, so that the next run redoes it."""
-        self.output().remove()
+        """Deletes this step's target, so that the next run redoes it;
+        returns whether there was one."""
+        return self.output().remove()
 
     def failure_key(self):
         return marker_key(self.network, self.date, self.window_days, f"failures:{self.task_id}")
 
+    def last_failure_key(self):
+        return last_failure_key(self.network, self.date, self.window_days)
+
+    def record_failure(self, reason, attempts):
+        """The day's last failure, for `status`, until the day is done."""
+        failure = {"task": self.task_family, "table": getattr(self, "table", None), "reason": reason,
+                   "attempts": attempts, "of": self.retry_count, "at": int(time.time())}
+        try:
+            self.redis.set(self.last_failure_key(), json.dumps(failure), ex=LAST_FAILURE_KEPT_SECONDS)
+        except redis.RedisError:
+            pass  # already logged by the failure count
     def on_failure(self, exception):
         if isinstance(exception, SnapshotError) or self.checks_download:
             # the retry downloads afresh, rather than fail again on this copy
             shutil.rmtree(self.download_dir, ignore_errors=True)
+        reason = failure_reason(exception)
         if isinstance(exception, SnapshotError):
-            reason = str(exception)
             logger.error("bad input: %s", reason)
-            explanation = reason
-        elif isinstance(exception, OneLineFailure):  # not published yet, a server down, no room
-            reason = explanation = str(exception)
-        else:
-            reason = one_line(exception)
-            explanation = super().on_failure(exception)
+        # not published yet, a server down, no room, bad input: the one line says it all
+        explanation = reason if isinstance(exception, OneLineFailure) else super().on_failure(exception)
         try:
             attempts = alerts.count_failure(self.redis, self.failure_key())
         except redis.RedisError as exc:  # the marker store is down too: count on this host instead
@@ -261,7 +315,7 @@ class IngestionTask(luigi.Task):
         else:
             when = f"attempt {attempts} of {self.retry_count}; next in {alerts.retry_delay()} s"
         logger.warning("%s %s %s: %s", self.network, self.date, self.task_family, when)
-        self.report(f"{reason} ({when})")
+        self.record_failure(reason, attempts)
         return f"{explanation} ({when})"
 
     def on_success(self):
@@ -292,7 +346,9 @@ class DownloadSOT(IngestionTask):
         return luigi.LocalTarget(os.path.join(self.download_dir, DOWNLOAD_STAMP))
 
     def remove_output(self):
+        existed = os.path.isdir(self.download_dir)
         shutil.rmtree(self.download_dir, ignore_errors=True)
+        return existed
 
     def execute(self):
         source = open_source(self.settings)
@@ -371,8 +427,11 @@ class VerifyChecksums(IngestionTask):
             if not os.path.isfile(paths[entry.filename]):
                 raise self.bad_input(entry.filename, "listed in META.json but missing")
         self.verify_checksums(entries, paths)
+        sizes = {name: os.path.getsize(path) for name, path in paths.items()}
+        checked, total = 0, sum(sizes.values()) or 1
         for entry in entries:
-            self.check_fits_table(entry, paths[entry.filename])
+            self.check_fits_table(entry, paths[entry.filename], checked, sizes[entry.filename], total)
+            checked += sizes[entry.filename]
         self.output().touch()
 
     def verify_checksums(self, entries, paths):
@@ -390,9 +449,11 @@ class VerifyChecksums(IngestionTask):
                 raise self.bad_input(entry.filename, f"{entry.algorithm} checksum mismatch: META.json has"
                                                      f" {entry.digest}, file has {actual.split(':', 1)[1]}")
 
-    def check_fits_table(self, entry, path):
+    def check_fits_table(self, entry, path, before, size, total):
+        """Checks one file; the percentage is of all the files' bytes, so it only grows."""
         def progress(done, rows):
-            self.report(f"{entry.filename}: {done:,} / {rows:,} rows checked", 100 * done / max(rows, 1))
+            self.report(f"{entry.filename}: {done:,} / {rows:,} rows checked",
+                        100 * (before + size * done / max(rows, 1)) / total)
         try:
             loader.check_parquet(path, TABLE_SCHEMAS[entry.table], self.date, self.window_days, self.network,
                                  progress)
@@ -403,7 +464,7 @@ class VerifyChecksums(IngestionTask):
 class LoadTable(IngestionTask):
     """Replaces the table's (processing_date, window_days) slice with the file's rows."""
 
-    table = luigi.ChoiceParameter(choices=TABLES)
+    table = luigi.ChoiceParameter(choices=TABLES, description="the table to load: " + ", ".join(TABLES))
 
     def requires(self):
         return VerifyChecksums(self.network, self.date, self.window_days)
@@ -446,13 +507,17 @@ class Cleanup(IngestionTask):
         return self.date in self.done_dates([self])
 
     @staticmethod
-    def day_states(cleanups):
+    def day_states(cleanups, read_only=False):
         """{date: ({table: rows loaded}, cleanup marker set)} for these tasks
-        of one network and window, in two queries."""
+        of one network and window, in two queries. `read_only`: creates
+        nothing, and a database that is not there has loaded nothing."""
         first = cleanups[0]
         marked = RedisMarkerTarget.exist_all([c.output() for c in cleanups])
-        loaded = loaded_days(first.clickhouse, first.database, first.network, [c.date for c in cleanups],
-                             first.window_days)
+        if read_only and not first.database_exists():
+            loaded = {}
+        else:
+            loaded = loaded_days(clickhouse_client(first.settings) if read_only else first.clickhouse, first.database,
+                                 first.network, [c.date for c in cleanups], first.window_days)
         return {c.date: (loaded.get(c.date, {}), is_marked) for c, is_marked in zip(cleanups, marked)}
 
     @staticmethod
@@ -468,23 +533,37 @@ class Cleanup(IngestionTask):
     def execute(self):
         shutil.rmtree(self.download_dir, ignore_errors=True)
         self.output().touch()
+        self.redis.delete(self.last_failure_key())
+
+
+def day_tasks(network, date, window_days):
+    """Every step of one network's day."""
+    return [DownloadSOT(network, date, window_days), ValidateMeta(network, date, window_days),
+            VerifyChecksums(network, date, window_days),
+            *(LoadTable(network, date, window_days, table) for table in TABLES), Cleanup(network, date, window_days)]
 
 
 class RunDaily(luigi.WrapperTask):
     """All networks' pipelines for one date."""
 
-    date = luigi.DateParameter(default=yesterday())
-    networks = luigi.Parameter(default="", description="comma-separated; default INGESTION_NETWORKS")
-    window_days = luigi.OptionalIntParameter(default=None, description="default INGESTION_WINDOW_DAYS")
+    date = Day(default=yesterday(), description="the snapshots' day, YYYY-MM-DD; default yesterday"
+                                                                " (UTC)")
+    networks = luigi.Parameter(default="", description="comma-separated networks; default INGESTION_NETWORKS")
+    window_days = Days(default=None, description="the snapshots' window in days; default"
+                                                                       " INGESTION_WINDOW_DAYS")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         settings = configured(Settings.from_env)  # once, not at every complete()
         self.resolved_networks = [n.strip() for n in self.networks.split(",") if n.strip()] or list(settings.networks)
         self.resolved_window_days = self.window_days or settings.window_days
+        # luigi itself only says "not granted run permission" of a day luigid gave up on
+        scheduler.explain_disabled_at_exit([task for network in self.resolved_networks
+                                            for task in day_tasks(network, self.date, self.resolved_window_days)])
 
     def requires(self):
         return [Cleanup(network, self.date, self.resolved_window_days) for network in self.resolved_networks]
+
 
     @classmethod
     def bulk_complete(cls, dates):

@@ -1,0 +1,71 @@
+"""luigid, as the pipeline's commands talk to it outside a run: which of a
+day's tasks it has disabled after their retries were used up, and
+re-enabling them for a manual rerun. Short timeouts: luigid not answering
+is said, never waited for."""
+import atexit
+import json
+import logging
+import os
+import sys
+import urllib.parse
+import urllib.request
+
+import luigi.configuration
+
+logger = logging.getLogger("workflows")
+TIMEOUT_SECONDS = 5
+
+
+def scheduler_url():
+    config = luigi.configuration.get_config()
+    return config.get("core", "scheduler_url", "") or \
+        f"http://{config.get('core', 'default-scheduler-host', 'localhost')}:" \
+        f"{config.get('core', 'default-scheduler-port', '8082')}/"
+
+
+def call(method, url=None, **data):
+    query = urllib.parse.quote(json.dumps(data))
+    with urllib.request.urlopen(f"{(url or scheduler_url()).rstrip('/')}/api/{method}?data={query}",
+                                timeout=TIMEOUT_SECONDS) as response:
+        return json.load(response)["response"]
+
+
+def re_enable(tasks, url=None):
+    """Re-enables those of `tasks` that luigid disabled; returns them."""
+    return [task for task in tasks if call("re_enable_task", url, task_id=task.task_id)]
+
+
+def disabled(tasks, url=None):
+    """Those of `tasks` that luigid holds disabled."""
+    held = call("task_list", url, status="DISABLED")
+    return [task for task in tasks if task.task_id in held]
+
+
+def reset_command(network, date):
+    return f"python -m workflows reset --date {date} --network {network}"
+
+
+_watched = []
+
+
+def explain_disabled_at_exit(tasks):
+    """When this `luigi` command ends, one line for each of `tasks` that
+    luigid holds disabled, so that "not granted run permission" has a reason
+    and a way out. Not with --local-scheduler, whose disabling ends with it."""
+    if os.path.basename(sys.argv[0]) != "luigi" or "--local-scheduler" in sys.argv:
+        return
+    if not _watched:
+        atexit.register(_explain)
+    _watched.extend(tasks)
+
+
+def _explain():
+    try:
+        held = disabled(_watched)
+    except OSError:
+        return
+    persist = luigi.configuration.get_config().getint("scheduler", "disable_persist", 86400)
+    for task in held:
+        logger.error("%s is disabled in luigid: its retries were used up. It runs again after"
+                     " [scheduler] disable_persist (%d s), or at once after `%s`", task, persist,
+                     reset_command(task.network, task.date))
