@@ -207,3 +207,22 @@ def test_backfill_fills_missing_dates_then_returns_fast_without_the_sot(pipeline
     assert second.returncode == 0, second.stderr[-2000:]
     assert time.monotonic() - started < 10
     assert not any(os.path.exists(pipeline.download_dir(date=d)) for d in dates)
+
+
+def test_a_backfill_over_unpublished_days_ends_with_one_line_per_missing_day(pipeline):
+    published = DATE - dt.timedelta(days=2)
+    pipeline.publish(date=published)
+    missing = [DATE - dt.timedelta(days=3), DATE - dt.timedelta(days=1), DATE]
+
+    result = pipeline.run_cli("RangeDaily", "--of", "RunDaily", "--start", missing[0].isoformat(),
+                              "--stop", (DATE + dt.timedelta(days=1)).isoformat(), "--local-scheduler",
+                              "--RunDaily-networks", "ethereum")
+
+    assert result.returncode == 30, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    summary = [line.split(" - ")[-1] for line in result.stderr.splitlines()
+               if ": failed: DownloadSOT, attempt 1 of 1, gave up: " in line]
+    assert sorted(summary) == [f"ethereum {day}: failed: DownloadSOT, attempt 1 of 1, gave up: ethereum {day}: not"
+                               f" published yet: no META.json at {pipeline.snapshot_dir(date=day)}"
+                               for day in missing], summary
+    assert all(pipeline.counts(date=published).values())

@@ -3,11 +3,12 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 
 from conftest import DATE, REPO, luigid_tasks
 
 from workflows.config import DEFAULTS, LUIGI_FROM_ENVIRONMENT
-from workflows.local_servers import free_port, luigid_server
+from workflows.local_servers import Server, free_port, luigid_server
 from workflows.meta import TABLES
 
 
@@ -100,3 +101,18 @@ def test_a_failing_day_run_from_another_directory_through_a_stock_luigid_makes_e
     assert result.stderr.count("bad input: ethereum 2024-10-30 raw_alerts.parquet: sha256 checksum mismatch") == 2
     assert [t["name"] for t in disabled.values()] == ["VerifyChecksums"]
     assert not os.path.exists(elsewhere / "luigi.cfg")
+
+
+def test_luigid_started_by_the_package_keeps_its_state_in_a_writable_place(tmp_path):
+    """Without --state-path luigid would try /var/lib/luigi-server and lose its state at stop."""
+    port = free_port()
+    env = dict(os.environ, HOME=str(tmp_path), XDG_STATE_HOME="")
+    server = Server("luigid", str(tmp_path), [sys.executable, "-m", "workflows", "luigid", "--address", "127.0.0.1",
+                                              "--port", str(port)],
+                    lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/api/task_list?data=%7B%7D",
+                                                   timeout=1).status == 200, env=env, cwd=REPO)
+    server.start()
+    server.stop()
+
+    state = tmp_path / ".local" / "state" / "sot-ingestion"
+    assert (state / "luigid-state.pickle").is_file()

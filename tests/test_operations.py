@@ -177,3 +177,16 @@ def test_reset_re_enables_a_day_luigid_gave_up_on_so_a_manual_rerun_runs(pipelin
     rerun = run_daily(pipeline, INGESTION_RETRY_ATTEMPTS="1")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert all(pipeline.counts().values())
+
+
+def test_a_reset_and_a_rerun_right_after_a_run_through_luigid_redo_the_step(pipeline, luigid):
+    pipeline.publish()
+    assert run_daily(pipeline).returncode == 0
+    before = {table: version for table, _, loaded, _, version in pipeline.markers() if loaded}
+
+    assert cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum", "--table", "raw_features"]) == 0
+    rerun = run_daily(pipeline)  # within luigid's former 10 s of stable_done_cooldown_secs
+
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    after = {table: version for table, _, loaded, _, version in pipeline.markers() if loaded}
+    assert [t for t in TABLES if after[t] != before[t]] == ["raw_features"]

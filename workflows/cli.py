@@ -15,7 +15,7 @@ from .meta import TABLES
 from .publish import publish
 from .sot import NotPublished, SourceUnavailable
 from .tasks import (STEPS, Cleanup, DownloadSOT, LoadTable, ValidateMeta, VerifyChecksums, day_tasks,
-                    last_failure_key, yesterday)
+                    describe_failure, last_failure_key, yesterday)
 
 CRON_HOURS = (1, 3)
 CRON_SPACING_MINUTES = 15
@@ -68,12 +68,6 @@ def status(dates, networks, window_days, out=None):
     for row in [header] + rows:
         out.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths + [0])).rstrip() + "\n")
     out.write("\n" + STATUS_LEGEND + "\n")
-
-
-def describe_failure(failure):
-    step = failure["task"] + (f" {failure['table']}" if failure.get("table") else "")
-    given_up = ", gave up" if failure["attempts"] >= failure["of"] else ""
-    return f"failed: {step}, attempt {failure['attempts']} of {failure['of']}{given_up}: {failure['reason']}"
 
 
 def reset(network, date, window_days, step, table=None):

@@ -56,6 +56,7 @@ def choose_ports():
         if server.running_pid():
             continue
         for name in owned[server.name]:
+            ports[name] = USUAL_PORTS[name]
             if not port_free(ports[name]):
                 taken, ports[name] = ports[name], free_port()
                 print(f"port {taken} is in use by another process: this demo's {server.name} listens on"
@@ -81,8 +82,8 @@ def main(argv=None):
         servers(saved_ports()).stop()
         return 0
 
-    local = servers(choose_ports())
     os.environ["INGESTION_RETRY_DELAY"] = RETRY_DELAY_SECONDS  # for the luigid it starts
+    local = servers(choose_ports())
     local.start(detach=True, reuse=True)
     env = demo_env(local)
     with open(os.path.join(LOCAL, "demo.env"), "w") as stream:

@@ -59,6 +59,8 @@ def free_port():
 def port_free(port):
     """Whether nothing listens on 127.0.0.1:port, so a server of ours can."""
     with socket.socket() as sock:
+        # as the servers bind: a port whose last connections linger in TIME_WAIT is free
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -2,11 +2,8 @@
 day's tasks it has disabled after their retries were used up, and
 re-enabling them for a manual rerun. Short timeouts: luigid not answering
 is said, never waited for."""
-import atexit
 import json
 import logging
-import os
-import sys
 import urllib.parse
 import urllib.request
 
@@ -45,23 +42,11 @@ def reset_command(network, date):
     return f"python -m workflows reset --date {date} --network {network}"
 
 
-_watched = []
-
-
-def explain_disabled_at_exit(tasks):
-    """When this `luigi` command ends, one line for each of `tasks` that
-    luigid holds disabled, so that "not granted run permission" has a reason
-    and a way out. Not with --local-scheduler, whose disabling ends with it."""
-    if os.path.basename(sys.argv[0]) != "luigi" or "--local-scheduler" in sys.argv:
-        return
-    if not _watched:
-        atexit.register(_explain)
-    _watched.extend(tasks)
-
-
-def _explain():
+def explain_disabled(tasks):
+    """One line for each of `tasks` that luigid holds disabled, so that
+    "not granted run permission" has a reason and a way out."""
     try:
-        held = disabled(_watched)
+        held = disabled(tasks)
     except OSError:
         return
     persist = luigi.configuration.get_config().getint("scheduler", "disable_persist", 86400)

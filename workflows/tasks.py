@@ -5,6 +5,7 @@
 Each task writes a marker target last. Bad input raises SnapshotError, whose
 one-line message names network, date, file and reason; the download
 directory is then removed so that the retry downloads afresh."""
+import atexit
 import datetime as dt
 import fcntl
 import json
@@ -12,6 +13,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -74,24 +76,19 @@ class BadParameter(OneLineFailure):
     """A command-line value that is not what the parameter takes."""
 
 
-class Day(luigi.DateParameter):
-    """A date; a value that is not one stops the run with one line."""
+def one_line_parse(parameter_class, expected):
+    """`parameter_class`, a value of which that does not parse stops the run with one line."""
+    class Parameter(parameter_class):
+        def parse(self, s):
+            try:
+                return super().parse(s)
+            except ValueError:
+                raise BadParameter(f"{s!r} is not {expected}") from None
+    return Parameter
 
-    def parse(self, s):
-        try:
-            return super().parse(s)
-        except ValueError:
-            raise BadParameter(f"{s!r} is not a date (YYYY-MM-DD)") from None
 
-
-class Days(luigi.OptionalIntParameter):
-    """A window in days; a value that is not one stops the run with one line."""
-
-    def parse(self, s):
-        try:
-            return super().parse(s)
-        except ValueError:
-            raise BadParameter(f"{s!r} is not a whole number of days") from None
+Day = one_line_parse(luigi.DateParameter, "a date (YYYY-MM-DD)")
+Days = one_line_parse(luigi.OptionalIntParameter, "a whole number of days")
 
 
 class Terminated(BaseException):
@@ -536,6 +533,44 @@ class Cleanup(IngestionTask):
         self.redis.delete(self.last_failure_key())
 
 
+_summarized = {}  # (network, date, window_days) of this `luigi` command's days
+_process_started = time.time()
+
+
+def summarize_at_exit(networks, date, window_days):
+    """When this `luigi` command ends: one line per day that failed in it,
+    with its last reason (luigi's own summary lists tasks, and collapses
+    them), and one per task that luigid holds disabled, which luigi only
+    calls "not granted run permission"."""
+    if os.path.basename(sys.argv[0]) != "luigi":
+        return
+    if not _summarized:
+        atexit.register(_summarize)
+    for network in networks:
+        _summarized[(network, date, int(window_days))] = True
+
+
+def _summarize():
+    days = list(_summarized)
+    try:
+        client = redis_client(Settings.from_env())
+        failures = client.mget([last_failure_key(*day) for day in days])
+    except (ConfigError, redis.RedisError):
+        return
+    for (network, date, _), failure in zip(days, failures):
+        if failure and json.loads(failure)["at"] >= int(_process_started):
+            logger.error("%s %s: %s", network, date, describe_failure(json.loads(failure)))
+    if "--local-scheduler" not in sys.argv:  # its disabling ends with it
+        scheduler.explain_disabled([task for day in days for task in day_tasks(*day)])
+
+
+def describe_failure(failure):
+    """A day's last failure (IngestionTask.record_failure) as one line."""
+    step = failure["task"] + (f" {failure['table']}" if failure.get("table") else "")
+    given_up = ", gave up" if failure["attempts"] >= failure["of"] else ""
+    return f"failed: {step}, attempt {failure['attempts']} of {failure['of']}{given_up}: {failure['reason']}"
+
+
 def day_tasks(network, date, window_days):
     """Every step of one network's day."""
     return [DownloadSOT(network, date, window_days), ValidateMeta(network, date, window_days),
@@ -557,9 +592,7 @@ class RunDaily(luigi.WrapperTask):
         settings = configured(Settings.from_env)  # once, not at every complete()
         self.resolved_networks = [n.strip() for n in self.networks.split(",") if n.strip()] or list(settings.networks)
         self.resolved_window_days = self.window_days or settings.window_days
-        # luigi itself only says "not granted run permission" of a day luigid gave up on
-        scheduler.explain_disabled_at_exit([task for network in self.resolved_networks
-                                            for task in day_tasks(network, self.date, self.resolved_window_days)])
+        summarize_at_exit(self.resolved_networks, self.date, self.resolved_window_days)
 
     def requires(self):
         return [Cleanup(network, self.date, self.resolved_window_days) for network in self.resolved_networks]
