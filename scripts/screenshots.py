@@ -91,6 +91,7 @@ class DevTools:
                 return answer.get("result", {})
 
     def open(self, url, seconds=3):
+        self.call("Page.navigate", url="about:blank")  # a new document: a changed #hash alone would not load
         self.call("Page.navigate", url=url)
         time.sleep(seconds)
 
