@@ -15,7 +15,12 @@ default 1,000,000):
       for three, with --workers 2;
   (f) a download from S3 (moto's server on loopback) of a snapshot whose
       raw_features object is BENCH_S3_MB (default 500) MB: its rate and the
-      peak RSS of the downloading process.
+      peak RSS of the downloading process;
+  (g) RunDaily for one network, --local-scheduler, one worker, from process
+      start to exit, against the floor for the same work measured in this
+      run: `cp` of the snapshot + `sha256sum` of its files + clickhouse-client
+      inserting the four tables in Native format; and the peak RSS of that
+      whole process (at BENCH_RSS_ROWS too, when set).
 
 It prints a table with PASS/MISS against the targets and writes the figures
 to bench/results/bench-<UTC time>.json and bench/results/latest.json.
@@ -69,6 +74,8 @@ TARGETS = (
     ("checksum <= 1.2x sha256sum", "checksum_ratio", 1.2),
     ("three networks clearly less than 3x one (<= 2.5x)", "rundaily_ratio", 2.5),
     ("a large S3 download adds <= 64 MB to its process's RSS", "s3_rss_growth_mb", 64.0),
+    ("RunDaily <= 1.3x the floor (cp + sha256sum + clickhouse-client)", "floor_ratio", 1.3),
+    ("peak RSS of the whole RunDaily process <= 300 MB", "rundaily_peak_rss_mb", 300.0),
 )
 
 
@@ -371,6 +378,57 @@ def measure_rundaily(ch, servers, work, rows):
     return out
 
 
+# ---------------------------------------------------------------- (g) RunDaily against the floor
+
+
+def _run_and_measure(command, env):
+    """Runs in a spawned process: `command`; returns its seconds, status and
+    peak RSS (getrusage of this process's only child: with one worker and a
+    local scheduler, luigi runs every task in that one process)."""
+    start = time.perf_counter()
+    status = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "status": status,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+def whole_rundaily(ch, servers, work, sot, date):
+    reset_pipeline_state(ch, servers)
+    wait_for_merges(ch)
+    env = {**os.environ, **servers.env(), "SOT_URL": sot, "SOT_DOWNLOAD_DIR": tempfile.mkdtemp(dir=work),
+           "INGESTION_RETRY_ATTEMPTS": "1", "INGESTION_WINDOW_DAYS": str(WINDOW)}
+    command = [os.path.join(VENV_BIN, "luigi"), "--module", "workflows", "RunDaily", "--date", date.isoformat(),
+               "--networks", NETWORK, "--local-scheduler"]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        result = pool.submit(_run_and_measure, command, env).result()
+    if result["status"] != 0:
+        raise RuntimeError(f"RunDaily {date} exited with {result['status']}")
+    return result
+
+
+def measure_against_floor(ch, servers, work, paths, reference, checksums):
+    folder = os.path.dirname(paths["raw_features"])
+    copy = os.path.join(work, "floor-copy")
+    start = time.perf_counter()
+    subprocess.run(["cp", "-r", folder, copy], check=True)
+    cp_seconds = time.perf_counter() - start
+    shutil.rmtree(copy)
+    sha_seconds = checksums["total"]["sha256sum_seconds"]
+    insert_seconds = sum(reference[t]["seconds"] for t in TABLES)
+    floor = cp_seconds + sha_seconds + insert_seconds
+    run = whole_rundaily(ch, servers, work, os.path.dirname(os.path.dirname(os.path.dirname(folder))), DATE)
+    return {"floor_seconds": floor, "cp_seconds": cp_seconds, "sha256sum_seconds": sha_seconds,
+            "clickhouse_client_seconds": insert_seconds, "rundaily_seconds": run["seconds"],
+            "ratio": run["seconds"] / floor, "peak_rss_mb": run["peak_rss_mb"]}
+
+
+def measure_large_rundaily_rss(ch, servers, work, rows):
+    sot = os.path.join(work, "sot-large")
+    generate_snapshot(sot, NETWORK, DATE_RSS, rows)
+    return dict(whole_rundaily(ch, servers, work, sot, DATE_RSS), rows=rows)
+
+
 # ---------------------------------------------------------------- figures, report
 
 
@@ -468,6 +526,15 @@ def report(results):
     p(f"(f) S3 download (moto on loopback) of the snapshot with a {s3['megabytes']:,.0f} MB total: {s3['seconds']:.1f} s"
       f" = {s3['mb_per_second']:.0f} MB/s; peak RSS of the downloading process {s3['peak_rss_mb']:.0f} MB"
       f" (before the download: {s3['baseline_rss_mb']:.0f} MB)")
+    g = results["floor"]
+    p("")
+    p(f"(g) RunDaily, one network, --local-scheduler, one worker, start to exit: {g['rundaily_seconds']:.1f} s;"
+      f" the floor {g['floor_seconds']:.1f} s (cp {g['cp_seconds']:.1f} + sha256sum {g['sha256sum_seconds']:.1f}"
+      f" + clickhouse-client {g['clickhouse_client_seconds']:.1f}): {g['ratio']:.2f}x")
+    p(f"    peak RSS of the whole RunDaily process: {g['peak_rss_mb']:.0f} MB")
+    big_run = results.get("rundaily_large")
+    if big_run:
+        p(f"    at {big_run['rows']:,} feature rows: {big_run['peak_rss_mb']:.0f} MB ({big_run['seconds']:.1f} s)")
     p("")
     p("Targets")
     for t in results["targets"]:
@@ -537,6 +604,12 @@ def main():
         log(f"(f) S3 download from moto, raw_features {s3_megabytes} MB")
         results["s3_download"] = measure_s3_download(work, paths, s3_megabytes)
 
+        log("(g) RunDaily against the floor, one network, one worker")
+        results["floor"] = measure_against_floor(ch, servers, work, paths, reference, results["checksums"])
+        if rss_rows:
+            log(f"(g) RunDaily's peak RSS at {rss_rows:,} feature rows")
+            results["rundaily_large"] = measure_large_rundaily_rss(ch, servers, work, rss_rows)
+
         peak = max([results["rss"]["peak_rss_mb"]] + ([results["rss_large"]["peak_rss_mb"]] if rss_rows else []))
         results["targets"] = evaluate_targets({
             "raw_features_ratio": results["tables"]["raw_features"]["ratio"],
@@ -544,6 +617,9 @@ def main():
             "checksum_ratio": results["checksums"]["total"]["ratio"],
             "rundaily_ratio": results["rundaily"]["ratio"],
             "s3_rss_growth_mb": results["s3_download"]["peak_rss_mb"] - results["s3_download"]["baseline_rss_mb"],
+            "floor_ratio": results["floor"]["ratio"],
+            "rundaily_peak_rss_mb": max([results["floor"]["peak_rss_mb"]] + (
+                [results["rundaily_large"]["peak_rss_mb"]] if rss_rows else [])),
         })
         print(report(results))
         path = write_results(results)
