@@ -16,6 +16,8 @@ default 1,000,000):
   (f) a download from S3 (moto's server on loopback) of a snapshot whose
       raw_features object is BENCH_S3_MB (default 500) MB: its rate and the
       peak RSS of the downloading process;
+  (h) the bytes of column data sent per table, with plain and with
+      LZ4-compressed Native blocks (INGESTION_COMPRESSION), and the load time of each;
   (g) RunDaily for one network, --local-scheduler, one worker, from process
       start to exit, against the floor for the same work measured in this
       run: `cp` of the snapshot + `sha256sum` of its files + clickhouse-client
@@ -47,7 +49,7 @@ import pyarrow.parquet as pq
 import redis
 from clickhouse_driver import Client
 
-from workflows import clickhouse, loader, meta
+from workflows import clickhouse, loader, meta, sql
 from workflows.config import Settings
 from workflows.local_servers import LocalServers, free_port, s3_server
 from workflows.sot import open_source, snapshot_path
@@ -197,27 +199,41 @@ def _ru_maxrss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _load_in_child(port, database, loads):
+def _load_in_child(port, database, loads, compression=None):
     """Runs in a spawned process: loads [(table, path, date)] one after the
-    other as LoadTable does; returns per-table seconds and this process's peak RSS."""
-    ch = Client("127.0.0.1", port=port, send_receive_timeout=600)
+    other as LoadTable does; returns per-table seconds, bytes of column data
+    sent, and this process's peak RSS."""
+    ch = Client("127.0.0.1", port=port, send_receive_timeout=600, compression=compression or False)
     ch.execute("SELECT 1")
     result = {"baseline_rss_mb": _peak_rss_mb(), "tables": {}}
     for table, path, date in loads:
+        sent = []
+
+        def insert(*args):
+            sent.append(clickhouse.insert_blocks(ch, *args))
         start = time.perf_counter()
-        rows = loader.load_parquet(ch, database, SCHEMAS[table], path, date, WINDOW, NETWORK)
+        rows = loader.load_parquet(ch, database, SCHEMAS[table], path, date, WINDOW, NETWORK, insert=insert)
         result["tables"][table] = {"rows": rows, "seconds": time.perf_counter() - start,
-                                   "peak_rss_mb_so_far": _peak_rss_mb()}
+                                   "wire_bytes": sum(sent), "peak_rss_mb_so_far": _peak_rss_mb()}
     result["peak_rss_mb"] = _peak_rss_mb()
     result["ru_maxrss_mb"] = _ru_maxrss_mb()  # for reference only, see _peak_rss_mb
     return result
 
 
-def load_in_child(port, database, loads):
+def load_in_child(port, database, loads, compression=None):
     """_load_in_child in a fresh process, so that its peak RSS is the load's alone."""
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(_load_in_child, port, database, loads).result()
+        return pool.submit(_load_in_child, port, database, loads, compression).result()
+
+
+def measure_wire(ch, port, paths, plain):
+    """The same loads with LZ4 blocks, next to the plain ones of (a)."""
+    wait_for_merges(ch)
+    lz4 = load_in_child(port, DATABASE, [(t, paths[t], DATE) for t in TABLES], "lz4")
+    return {t: {"plain_bytes": plain["tables"][t]["wire_bytes"], "plain_seconds": plain["tables"][t]["seconds"],
+                "lz4_bytes": lz4["tables"][t]["wire_bytes"], "lz4_seconds": lz4["tables"][t]["seconds"],
+                "parquet_bytes": os.path.getsize(paths[t])} for t in TABLES}
 
 
 def measure_load(ch, port, paths):
@@ -256,7 +272,7 @@ def measure_large_rss(ch, port, work, rows):
     size = os.path.getsize(path)
     wait_for_merges(ch)
     result = load_in_child(port, DATABASE, [("raw_features", path, DATE_RSS)])
-    ch.execute(f"ALTER TABLE {DATABASE}.raw_features DROP PARTITION {clickhouse.partition_literal(DATE_RSS, WINDOW)}")
+    ch.execute(*sql.drop_partition(DATABASE, "raw_features", DATE_RSS, WINDOW))
     os.remove(path)
     loaded = result["tables"]["raw_features"]
     return {"rows": loaded["rows"], "parquet_mb": size / 1e6, "generate_seconds": generated,
@@ -526,6 +542,14 @@ def report(results):
     p(f"(f) S3 download (moto on loopback) of the snapshot with a {s3['megabytes']:,.0f} MB total: {s3['seconds']:.1f} s"
       f" = {s3['mb_per_second']:.0f} MB/s; peak RSS of the downloading process {s3['peak_rss_mb']:.0f} MB"
       f" (before the download: {s3['baseline_rss_mb']:.0f} MB)")
+    p("")
+    p("(h) bytes of column data on the wire per table, plain Native blocks and LZ4 (INGESTION_COMPRESSION), load on loopback")
+    header = f"{'table':<20} {'Parquet MB':>10} {'plain MB':>9} {'plain s':>8} {'lz4 MB':>8} {'lz4 s':>7} {'lz4/plain':>9}"
+    p(header)
+    p("-" * len(header))
+    for table, w in results["wire"].items():
+        p(f"{table:<20} {w['parquet_bytes'] / 1e6:>10.1f} {w['plain_bytes'] / 1e6:>9.1f} {w['plain_seconds']:>8.2f}"
+          f" {w['lz4_bytes'] / 1e6:>8.1f} {w['lz4_seconds']:>7.2f} {w['lz4_bytes'] / max(w['plain_bytes'], 1):>8.2f}x")
     g = results["floor"]
     p("")
     p(f"(g) RunDaily, one network, --local-scheduler, one worker, start to exit: {g['rundaily_seconds']:.1f} s;"
@@ -583,6 +607,9 @@ def main():
         log("(a) loading the four tables with load_parquet in a child process")
         results["load"] = measure_load(ch, port, paths)
         results["rss"] = {k: results["load"][k] for k in ("peak_rss_mb", "baseline_rss_mb", "ru_maxrss_mb")}
+
+        log("(h) the same loads with LZ4-compressed blocks")
+        results["wire"] = measure_wire(ch, port, paths, results["load"])
 
         log("(b) clickhouse-client INSERT ... FORMAT Native of the same rows")
         reference = measure_reference(ch, port, work, paths)

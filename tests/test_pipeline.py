@@ -3,6 +3,8 @@ run does, what deleting one target redoes."""
 import datetime as dt
 import os
 
+import pytest
+
 from conftest import DATE, WINDOW, expected_rows
 
 from targets import ClickHouseMarkerTarget
@@ -142,3 +144,14 @@ def test_a_zero_row_file_for_a_new_day_loads(pipeline):
     assert pipeline.counts() == {t: 0 if t == "raw_alerts" else tables[t].num_rows for t in TABLES}
     assert ClickHouseMarkerTarget(pipeline.ch, "risk_assessment_ethereum", "ethereum", DATE, WINDOW,
                                   "raw_alerts").loaded_rows() == 0
+
+
+@pytest.mark.parametrize("compression", ["lz4", "none"])
+def test_plain_and_compressed_blocks_load_the_same_rows(pipeline, monkeypatch, compression):
+    monkeypatch.setenv("INGESTION_COMPRESSION", compression)
+    tables = pipeline.publish()
+
+    assert pipeline.run()
+
+    for table in TABLES:
+        assert pipeline.rows(table) == expected_rows(tables[table], table), table

@@ -399,3 +399,32 @@ def test_a_failed_complete_logged_with_its_trace_in_the_text_keeps_only_the_one_
     assert logged(WithoutTracebacks(), complete_error(Unreachable("ClickHouse down"))) == \
         "Will not run Task() or any dependencies due to error in complete() method: ClickHouse down\n"
     assert "Traceback" in logged(WithoutTracebacks(), complete_error(KeyError("other")))
+
+
+def test_a_compressed_frame_is_what_clickhouse_reads():
+    """Checksum, method byte, sizes and LZ4 data, as the server's
+    CompressedReadBuffer and clickhouse-driver's reader check them."""
+    import lz4.block
+    from clickhouse_cityhash.cityhash import CityHash128
+    from clickhouse_driver.reader import read_binary_uint128
+
+    from workflows.clickhouse import compressed_frame
+
+    data = b"".join(struct.pack("<I", i % 256) + b"\x2a0x" + b"ab" * 20 for i in range(20_000))  # column-like
+    frame = compressed_frame(data)
+    checksum, rest = frame[:16], frame[16:]
+    assert read_binary_uint128(io.BytesIO(checksum)) == CityHash128(rest)
+    method, compressed_size, size = struct.unpack("<BII", rest[:9])
+    assert (method, compressed_size, size) == (0x82, len(rest), len(data))
+    assert lz4.block.decompress(rest[9:], uncompressed_size=size) == data
+    assert len(frame) < len(data) / 2
+
+
+@pytest.mark.parametrize("value, expected", [("lz4", "lz4"), ("LZ4", "lz4"), ("none", None)])
+def test_compression_setting(value, expected):
+    assert Settings.from_env({"SOT_URL": "/x", "INGESTION_COMPRESSION": value}).compression == expected
+
+
+def test_an_unknown_compression_is_refused():
+    with pytest.raises(ConfigError, match="INGESTION_COMPRESSION: 'zstd' is not lz4 or none"):
+        Settings.from_env({"SOT_URL": "/x", "INGESTION_COMPRESSION": "zstd"})

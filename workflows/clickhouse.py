@@ -2,17 +2,21 @@
 the atomic swap of one (processing_date, window_days) slice. The statements
 are in workflows.sql; the clients in workflows.resources."""
 import hashlib
+import io
 import os
 import socket
+import struct
 import uuid
 from contextlib import contextmanager
 
+import lz4.block
+from clickhouse_cityhash.cityhash import CityHash128
 from clickhouse_driver import defines
 from clickhouse_driver.block import BlockInfo, ColumnOrientedBlock
-from clickhouse_driver.protocol import ClientPacketTypes
+from clickhouse_driver.protocol import ClientPacketTypes, CompressionMethodByte
 from clickhouse_driver.result import QueryInfo
 from clickhouse_driver.varint import write_varint
-from clickhouse_driver.writer import write_binary_str
+from clickhouse_driver.writer import write_binary_str, write_binary_uint128
 
 from . import sql
 from .native import native_block
@@ -26,6 +30,7 @@ HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 # Buffers smaller than this go through the connection's write buffer;
 # larger ones straight to the socket, without a copy.
 _SMALL_BUFFER = 64 << 10
+_FRAME_HEADER = 9  # method byte, compressed size, uncompressed size
 
 
 class DayCountMismatch(RuntimeError):
@@ -129,12 +134,13 @@ def insert_blocks(ch, database, table, columns, blocks):
     This speaks clickhouse-driver's packet layer as `Client.send_data` does
     for an INSERT, our buffers in place of its per-value serialisation: after
     every block a current server (protocol 54456+) answers with ProfileEvents,
-    and those, progress and log packets are read before the next block."""
+    and those, progress and log packets are read before the next block.
+    A client with compression sends each block as an LZ4 frame. Returns the
+    bytes of column data sent (compressed, when it is)."""
     ch.establish_connection(None)
     ch.last_query = QueryInfo()
     connection = ch.connection
-    if connection.compression:
-        raise ValueError("insert_blocks writes uncompressed blocks; use a client without compression")
+    sent = 0
     try:
         connection.send_query(sql.insert_rows(database, table, columns)[0])
         connection.send_external_tables(None)
@@ -146,15 +152,11 @@ def insert_blocks(ch, database, table, columns, blocks):
             write_varint(ClientPacketTypes.DATA, out)
             if revision >= defines.DBMS_MIN_REVISION_WITH_TEMPORARY_TABLES:
                 write_binary_str("", out)
-            if revision >= defines.DBMS_MIN_REVISION_WITH_BLOCK_INFO:
-                BlockInfo().write(out)
-            for buffer in native_block(n_rows, encoded_columns, custom_serialization):
-                if len(buffer) < _SMALL_BUFFER:
-                    out.write(bytes(buffer))  # the driver's writer takes bytes only
-                else:
-                    out.flush()
-                    connection.socket.sendall(buffer)
-            out.flush()
+            block = native_block(n_rows, encoded_columns, custom_serialization)
+            if connection.compression:
+                sent += _send_compressed(connection, block, revision)
+            else:
+                sent += _send_plain(connection, block, revision)
             ch.receive_profile_events()
         connection.send_data(ColumnOrientedBlock())  # an empty block ends the stream
         ch.receive_profile_events()
@@ -162,3 +164,46 @@ def insert_blocks(ch, database, table, columns, blocks):
     except BaseException:
         ch.disconnect()
         raise
+    return sent
+
+
+def _block_info(revision):
+    info = io.BytesIO()
+    if revision >= defines.DBMS_MIN_REVISION_WITH_BLOCK_INFO:
+        BlockInfo().write(info)
+    return info.getvalue()
+
+
+def _send_plain(connection, block, revision):
+    """The block's buffers as they are; returns the bytes sent."""
+    out = connection.fout
+    out.write(_block_info(revision))
+    sent = 0
+    for buffer in block:
+        sent += len(buffer)
+        if len(buffer) < _SMALL_BUFFER:
+            out.write(bytes(buffer))  # the driver's writer takes bytes only
+        else:
+            out.flush()
+            connection.socket.sendall(buffer)
+    out.flush()
+    return sent
+
+
+def _send_compressed(connection, block, revision):
+    """The block as one LZ4 frame, as clickhouse-driver's
+    CompressedBlockOutputStream and clickhouse-client send it: CityHash128 of
+    the frame, then method byte, compressed and uncompressed sizes, data.
+    Returns the bytes sent."""
+    frame = compressed_frame(_block_info(revision) + b"".join(bytes(buffer) for buffer in block))
+    connection.fout.write(frame)
+    connection.fout.flush()
+    return len(frame)
+
+
+def compressed_frame(data):
+    body = lz4.block.compress(data, store_size=False)
+    frame = struct.pack("<BII", CompressionMethodByte.LZ4, _FRAME_HEADER + len(body), len(data)) + body
+    checksum = io.BytesIO()
+    write_binary_uint128(CityHash128(frame), checksum)
+    return checksum.getvalue() + frame

@@ -40,6 +40,7 @@ DEFAULTS = {
     "INGESTION_RETRY_DELAY": "300",
     "INGESTION_ALLOW_EMPTY_DAY": "0",
     "INGESTION_CONNECT_TIMEOUT": "10",
+    "INGESTION_COMPRESSION": "lz4",
     "ALERT_WEBHOOK_URL": "",
 }
 
@@ -109,6 +110,7 @@ class Settings:
     retry_delay: int
     allow_empty_day: bool
     connect_timeout: int
+    compression: str | None
     alert_webhook_url: str
 
     def database_for(self, network):
@@ -162,6 +164,7 @@ class Settings:
             retry_delay=_integer(env, "INGESTION_RETRY_DELAY", 0, 86400),
             allow_empty_day=_flag(env, "INGESTION_ALLOW_EMPTY_DAY"),
             connect_timeout=_integer(env, "INGESTION_CONNECT_TIMEOUT", 1, 3600),
+            compression=_compression(env),
             alert_webhook_url=env["ALERT_WEBHOOK_URL"],
         )
 
@@ -190,6 +193,13 @@ def _flag(env, name):
     if text in ("0", "false", "no", ""):
         return False
     raise ConfigError(f"{name}: {env[name]!r} is not 0 or 1")
+
+
+def _compression(env):
+    text = env["INGESTION_COMPRESSION"].lower()
+    if text not in ("lz4", "none"):
+        raise ConfigError(f"INGESTION_COMPRESSION: {env['INGESTION_COMPRESSION']!r} is not lz4 or none")
+    return None if text == "none" else text
 
 
 def _database_template(env, name):

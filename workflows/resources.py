@@ -45,7 +45,8 @@ def clickhouse_client(settings):
     """The ClickHouse the pipeline loads into."""
     s = settings
     return _clickhouse(s.clickhouse_host, s.clickhouse_port, s.clickhouse_user, s.clickhouse_password,
-                       s.clickhouse_secure, s.clickhouse_ca_certs, s.clickhouse_verify, s.connect_timeout)
+                       s.clickhouse_secure, s.clickhouse_ca_certs, s.clickhouse_verify, s.connect_timeout,
+                       s.compression)
 
 
 def sot_clickhouse_client(settings):
@@ -53,7 +54,7 @@ def sot_clickhouse_client(settings):
     s = settings
     try:
         return _clickhouse(s.sot_host, s.sot_port, s.sot_user, s.sot_password, s.sot_secure, "", True,
-                           s.connect_timeout)
+                           s.connect_timeout, s.compression)
     except (ClickHouseError, OSError) as exc:
         if _answers_http(s.sot_host, s.sot_port, s.connect_timeout):
             raise SourceUnavailable(f"SOT ClickHouse {s.sot_host}:{s.sot_port} answers HTTP: SOT_PORT must be"
@@ -61,9 +62,9 @@ def sot_clickhouse_client(settings):
         raise SourceUnavailable(f"SOT ClickHouse {s.sot_host}:{s.sot_port}: {one_line(exc)}") from None
 
 
-def _clickhouse(host, port, user, password, secure, ca_certs, verify, connect_timeout):
+def _clickhouse(host, port, user, password, secure, ca_certs, verify, connect_timeout, compression):
     return _cached(
-        ("clickhouse", host, port, user, password, secure, ca_certs, verify, connect_timeout),
+        ("clickhouse", host, port, user, password, secure, ca_certs, verify, connect_timeout, compression),
         lambda: _connected(Client(
             host=host,
             port=port,
@@ -75,6 +76,7 @@ def _clickhouse(host, port, user, password, secure, ca_certs, verify, connect_ti
             client_name="sot-ingestion",
             connect_timeout=connect_timeout,
             send_receive_timeout=connect_timeout,
+            compression=compression or False,
         )),
     )
 
