@@ -485,6 +485,11 @@ def evaluate_targets(figures):
     return out
 
 
+def underlined(p, header):
+    p(header)
+    p("-" * len(header))
+
+
 def report(results):
     """The printed table; returns it as text."""
     lines = []
@@ -509,9 +514,7 @@ def report(results):
       f"clickhouse-client start-up alone: {results['client_startup_seconds']:.2f} s")
     p("")
     p("(c) checksum, sha256, page cache warm, best of 3")
-    header = f"{'file':<28} {'MB':>8} {'file_digest s':>13} {'MB/s':>7} {'sha256sum s':>11} {'MB/s':>7} {'ratio':>6}"
-    p(header)
-    p("-" * len(header))
+    underlined(p, f"{'file':<28} {'MB':>8} {'file_digest s':>13} {'MB/s':>7} {'sha256sum s':>11} {'MB/s':>7} {'ratio':>6}")
     for table, f in results["checksums"].items():
         name = table if table == "total" else f"{table}.parquet"
         p(f"{name:<28} {f['bytes'] / 1e6:>8.1f} {f['project_seconds']:>13.3f} {f['project_mb_per_second']:>7.0f} "
@@ -544,9 +547,8 @@ def report(results):
       f" (before the download: {s3['baseline_rss_mb']:.0f} MB)")
     p("")
     p("(h) bytes of column data on the wire per table, plain Native blocks and LZ4 (INGESTION_COMPRESSION), load on loopback")
-    header = f"{'table':<20} {'Parquet MB':>10} {'plain MB':>9} {'plain s':>8} {'lz4 MB':>8} {'lz4 s':>7} {'lz4/plain':>9}"
-    p(header)
-    p("-" * len(header))
+    underlined(p, f"{'table':<20} {'Parquet MB':>10} {'plain MB':>9} {'plain s':>8} {'lz4 MB':>8} {'lz4 s':>7}"
+                  f" {'lz4/plain':>9}")
     for table, w in results["wire"].items():
         p(f"{table:<20} {w['parquet_bytes'] / 1e6:>10.1f} {w['plain_bytes'] / 1e6:>9.1f} {w['plain_seconds']:>8.2f}"
           f" {w['lz4_bytes'] / 1e6:>8.1f} {w['lz4_seconds']:>7.2f} {w['lz4_bytes'] / max(w['plain_bytes'], 1):>8.2f}x")
