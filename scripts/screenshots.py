@@ -19,12 +19,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from workflows import scheduler  # noqa: E402
 from workflows.local_servers import LocalServers, free_port  # noqa: E402
 from workflows.sample import make_snapshot, write_snapshot  # noqa: E402
 
@@ -107,12 +107,6 @@ class DevTools:
         print(f"wrote {os.path.relpath(path, REPO)}")
 
 
-def luigid_tasks(url, status):
-    query = urllib.parse.quote(json.dumps({"status": status}))
-    with urllib.request.urlopen(f"{url}api/task_list?data={query}") as response:
-        return json.load(response)["response"]
-
-
 def main():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
@@ -142,7 +136,7 @@ def main():
         deadline = time.monotonic() + 300
         while not any(t["name"] == "LoadTable" and t["params"].get("table") == "raw_features" and
                       "rows" in (t.get("status_message") or "") for t in
-                      luigid_tasks(servers.scheduler_url, "RUNNING").values()):
+                      scheduler.call("task_list", servers.scheduler_url, status="RUNNING").values()):
             if time.monotonic() > deadline or run.poll() is not None:
                 raise SystemExit("no raw_features load to watch")
             time.sleep(0.2)

@@ -7,8 +7,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import urllib.parse
-import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import luigi
@@ -17,7 +15,7 @@ from clickhouse_driver import Client
 from hypothesis import settings as hypothesis_settings
 from redis import Redis
 
-from workflows import tasks
+from workflows import scheduler, tasks
 from workflows.local_servers import LocalServers, free_port, luigid_server
 from workflows.meta import TABLES
 from workflows.sample import make_snapshot, write_snapshot
@@ -153,16 +151,9 @@ def webhook():
     server.shutdown()
 
 
-def luigid_api(url, method, **data):
-    """One call of luigid's API, as its visualiser makes it."""
-    query = urllib.parse.quote(json.dumps(data))
-    with urllib.request.urlopen(f"{url}api/{method}?data={query}") as response:
-        return json.load(response)["response"]
-
-
 def luigid_tasks(url, status):
-    """luigid's tasks of one status."""
-    return luigid_api(url, "task_list", status=status)
+    """luigid's tasks of one status, as its visualiser lists them."""
+    return scheduler.call("task_list", url, status=status)
 
 
 def expected_rows(arrow_table, table, columns=None):

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import time
-import urllib.request
 
 import pytest
 from conftest import DATE, WINDOW, luigid_tasks

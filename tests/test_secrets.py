@@ -10,8 +10,9 @@ import sys
 
 import pytest
 from clickhouse_driver import Client
-from conftest import DATE, REPO, WEBHOOK_TOKEN, luigid_api, luigid_tasks
+from conftest import DATE, REPO, WEBHOOK_TOKEN, luigid_tasks
 
+from workflows import scheduler
 from workflows.local_servers import clickhouse_server, free_port, redis_server
 from workflows.meta import TABLES
 
@@ -75,7 +76,7 @@ def test_no_output_of_any_run_holds_a_secret(pipeline, guarded_servers, start_lu
     # the notices were posted: the bad day's, and one per wrong password
     assert [body["event"] for body in notices] == ["task_gave_up", "cannot_check", "cannot_check"]
     listed = {status: luigid_tasks(luigid, status) for status in LUIGID_STATUSES}
-    errors = [luigid_api(luigid, "fetch_error", task_id=task_id)
+    errors = [scheduler.call("fetch_error", luigid, task_id=task_id)
               for status in ("FAILED", "DISABLED") for task_id in listed[status]]
     luigid_view = [json.dumps(listed), json.dumps(errors)]
     assert "checksum mismatch" in "".join(luigid_view)  # the failure's reason did reach luigid

@@ -9,24 +9,17 @@ import sys
 
 import luigi.cmdline
 
+from targets import RedisMarkerTarget
+
 from . import scheduler
 from .config import ConfigError, Settings, check_network
 from .meta import TABLES
 from .publish import publish
 from .sot import NotPublished, SourceUnavailable
-from .tasks import (STEPS, Cleanup, DownloadSOT, LoadTable, ValidateMeta, VerifyChecksums, day_tasks,
-                    describe_failure, last_failure_key, yesterday)
+from .tasks import STEPS, Cleanup, day_tasks, describe_failure, last_failure_key, step_tasks, yesterday
 
 CRON_HOURS = (1, 3)
 CRON_SPACING_MINUTES = 15
-
-
-def step_tasks(step, network, date, window_days, table=None):
-    """The tasks of one step for one network and day."""
-    if step == "load":
-        return [LoadTable(network, date, window_days, t) for t in ([table] if table else TABLES)]
-    cls = {"download": DownloadSOT, "validate": ValidateMeta, "checksums": VerifyChecksums, "cleanup": Cleanup}[step]
-    return [cls(network, date, window_days)]
 
 
 STATUS_LEGEND = """\
@@ -54,11 +47,13 @@ def status(dates, networks, window_days, out=None):
         cleanups = [Cleanup(network, date, window_days) for date in dates]
         states = Cleanup.day_states(cleanups, read_only=True)
         failures = cleanups[0].redis.mget([last_failure_key(network, date, window_days) for date in dates])
-        for date, failure in zip(dates, failures):
+        # the download on disk; each validation marker in one Redis round trip per step for all the days
+        downloaded = [step_tasks("download", network, date, window_days)[0].complete() for date in dates]
+        validated, checked = (RedisMarkerTarget.exist_all([step_tasks(step, network, date, window_days)[0].output()
+                                                           for date in dates]) for step in ("validate", "checksums"))
+        for date, failure, *steps in zip(dates, failures, downloaded, validated, checked):
             loaded, marked = states[date]
-            cells = [network, date.isoformat()]
-            cells += ["done" if step_tasks(s, network, date, window_days)[0].complete() else "-"
-                      for s in ("download", "validate", "checksums")]
+            cells = [network, date.isoformat(), *("done" if done else "-" for done in steps)]
             cells += [f"{loaded[t]:,}" if t in loaded else "-" for t in TABLES]
             done = Cleanup.is_done(loaded, marked)
             cells.append("done" if marked else "-")
@@ -203,14 +198,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     try:
+        settings = Settings.from_env(reads_snapshots=args.command not in ("crontab", "publish"))
         if args.command == "crontab":
-            networks = Settings.from_env(dict(os.environ, SOT_URL=os.environ.get("SOT_URL") or "-")).networks
-            sys.stdout.write(crontab(networks, args.workdir, args.luigi, args.log_dir))
+            sys.stdout.write(crontab(settings.networks, args.workdir, args.luigi, args.log_dir))
             return 0
-        if args.command == "publish":  # needs no SOT_URL: it writes to one
-            settings = Settings.from_env(dict(os.environ, SOT_URL=os.environ.get("SOT_URL") or "-"))
-        else:
-            settings = Settings.from_env()
         window_days = args.window_days or settings.window_days
         if args.command == "publish":
             return publish_day(settings, known_network(args.network, settings, args.force), args.date, window_days,

@@ -120,14 +120,16 @@ class Settings:
         return self.sot_database.replace("{network}", check_network(network))
 
     @classmethod
-    def from_env(cls, environ=None):
+    def from_env(cls, environ=None, reads_snapshots=True):
         """Reads `environ` (default: the process environment after loading
-        `.env` from the working directory, which never overrides it)."""
+        `.env` from the working directory, which never overrides it).
+        `reads_snapshots=False`, for commands that never read the SOT store
+        (crontab, publish): SOT_URL may be unset."""
         if environ is None:
             load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
             environ = os.environ
         env = {name: environ.get(name, default).strip() for name, default in DEFAULTS.items()}
-        if not env["SOT_URL"]:
+        if not env["SOT_URL"] and reads_snapshots:
             raise ConfigError("SOT_URL is not set: give the SOT snapshot store as a path, file://, s3:// or"
                               " clickhouse:// URL")
         networks = tuple(n.strip() for n in env["INGESTION_NETWORKS"].split(",") if n.strip())

@@ -20,7 +20,7 @@ from .meta import META_FILENAME, TABLES
 from .native import arrow_type
 from .resources import s3_filesystem, sot_clickhouse_client
 from .schema import TABLES as SCHEMAS
-from .sot import NotPublished, SnapshotSource, _create, snapshot_path
+from .sot import NotPublished, SnapshotSource, create_private_file, snapshot_path
 
 EXPORT_BLOCK_ROWS = 65_536  # rows per Parquet row group and per block read: memory stays flat
 
@@ -113,18 +113,13 @@ class ClickHouseSnapshotSource(SnapshotSource):
         client = sot_clickhouse_client(self.settings)
         try:
             meta = export_day(client, self.settings.sot_database_for(network), network, date, window_days,
-                              lambda filename: _create(destination, filename), progress)
+                              lambda filename: create_private_file(destination, filename), progress)
         except NotPublished as exc:
             raise NotPublished(f"not published yet: {exc}") from None
-        with _create(destination, META_FILENAME) as out:
+        with create_private_file(destination, META_FILENAME) as out:
             out.write(meta)
         # the checksums were taken as the bytes were written
         return {entry["filename"]: entry["checksum"] for entry in json.loads(meta)["files"]}
-
-    def read(self, snapshot, filename):
-        raise NotImplementedError("exported whole by fetch")
-
-    size = chunks = read
 
 
 def publish(settings, network, date, window_days, to_url, progress=None):

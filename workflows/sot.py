@@ -57,6 +57,23 @@ def snapshot_path(network, date, window_days):
 
 
 class SnapshotSource(ABC):
+    """What DownloadSOT sees of a store."""
+
+    @abstractmethod
+    def fetch(self, network, date, window_days, destination, progress=None):
+        """Writes META.json and the snapshot's files into the existing
+        directory `destination`; returns {filename: "algorithm:hex"} of the
+        bytes written. Raises NotPublished when the snapshot is not there
+        yet. `progress(message, percent)` follows the work."""
+
+    @abstractmethod
+    def describe(self, snapshot):
+        """Where the snapshot is, for messages: no credentials."""
+
+
+class FileSnapshotSource(SnapshotSource):
+    """A store that holds the snapshot's files (a folder, an S3 prefix)."""
+
     def fetch(self, network, date, window_days, destination, progress=None):
         """Copies META.json, then the files it lists that the source has, into
         the existing directory `destination`; returns {filename: checksum}
@@ -70,7 +87,7 @@ class SnapshotSource(ABC):
         meta = self.retrying(f"{self.describe(snapshot)}/{META_FILENAME}", lambda: self.read(snapshot, META_FILENAME))
         if meta is None:
             raise NotPublished(f"not published yet: no {META_FILENAME} at {self.describe(snapshot)}")
-        with _create(destination, META_FILENAME) as out:
+        with create_private_file(destination, META_FILENAME) as out:
             out.write(meta)
         try:
             entries = list(parse_meta(meta).values())
@@ -89,7 +106,7 @@ class SnapshotSource(ABC):
             if size is None:
                 continue
             digest, done = hashlib.new(entry.algorithm), 0
-            with _create(destination, entry.filename) as out:
+            with create_private_file(destination, entry.filename) as out:
                 for chunk in self.resumed(snapshot, entry.filename):
                     out.write(chunk)
                     digest.update(chunk)
@@ -146,12 +163,8 @@ class SnapshotSource(ABC):
     def chunks(self, snapshot, filename, offset):
         """The file's bytes from `offset` on, in chunks of CHUNK_BYTES at most."""
 
-    @abstractmethod
-    def describe(self, snapshot):
-        """Where the snapshot is, for messages: no credentials."""
 
-
-class LocalSnapshotSource(SnapshotSource):
+class LocalSnapshotSource(FileSnapshotSource):
     """A snapshot store on a local or mounted file system. Only regular files
     are copied: never through a symlink, never a device or a FIFO."""
 
@@ -205,7 +218,7 @@ _PERMANENT_S3_ERRORS = ("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOE
                         "HTTP status 400", "HTTP status 301")
 
 
-class S3SnapshotSource(SnapshotSource):
+class S3SnapshotSource(FileSnapshotSource):
     """A snapshot store under an S3 prefix, read with pyarrow's S3 file
     system: the AWS credential chain, or unsigned requests to a public
     bucket. Objects are read in ranged requests of CHUNK_BYTES, so a
@@ -257,7 +270,7 @@ def _without_request_id(message):
     return message.split(" (Request ID:")[0]
 
 
-def _create(directory, filename):
+def create_private_file(directory, filename):
     """A new file readable by the owner only, never through a symlink."""
     fd = os.open(os.path.join(directory, filename), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
     return os.fdopen(fd, "wb")

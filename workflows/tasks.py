@@ -571,11 +571,17 @@ def describe_failure(failure):
     return f"failed: {step}, attempt {failure['attempts']} of {failure['of']}{given_up}: {failure['reason']}"
 
 
+def step_tasks(step, network, date, window_days, table=None):
+    """The tasks of one step (STEPS) for one network and day."""
+    if step == "load":
+        return [LoadTable(network, date, window_days, t) for t in ([table] if table else TABLES)]
+    cls = {"download": DownloadSOT, "validate": ValidateMeta, "checksums": VerifyChecksums, "cleanup": Cleanup}[step]
+    return [cls(network, date, window_days)]
+
+
 def day_tasks(network, date, window_days):
     """Every step of one network's day."""
-    return [DownloadSOT(network, date, window_days), ValidateMeta(network, date, window_days),
-            VerifyChecksums(network, date, window_days),
-            *(LoadTable(network, date, window_days, table) for table in TABLES), Cleanup(network, date, window_days)]
+    return [task for step in STEPS for task in step_tasks(step, network, date, window_days)]
 
 
 class RunDaily(luigi.WrapperTask):
