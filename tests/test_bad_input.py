@@ -163,6 +163,8 @@ def test_bad_input(pipeline, case):
     assert pipeline.counts() == {t: 0 for t in TABLES}
     assert {t for t, d, *_ in pipeline.markers() if d == DATE} == set()
     assert pipeline.counts(date=OTHER_DATE) == other_before
+    # nor staged: the files staged before the bad one went with it
+    assert pipeline.ch.execute("SELECT name FROM system.tables WHERE startsWith(name, '_staging_')") == []
 
 
 def test_retry_after_bad_input_downloads_afresh_and_loads(pipeline):

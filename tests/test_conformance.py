@@ -7,6 +7,7 @@ native.native_block."""
 import datetime as dt
 import inspect
 import io
+import os
 import time
 import uuid
 from decimal import Decimal
@@ -84,6 +85,23 @@ def scenario(engine, tmp_path):
     seen["reloaded"] = {t: load(engine, database, t, f"{folder}/{t}.parquet") for t in TABLES}
     seen["counts"] = {t: clickhouse.count_rows(engine, database, t, DATE, WINDOW) for t in TABLES}
 
+    # as VerifyChecksums stages a file for its download and LoadTable swaps it in
+    download, alerts = uuid.uuid4().hex, TABLES["raw_alerts"]
+    for _ in range(2):  # two runs staged the same download; the second stage is left over
+        with clickhouse.staging_table(engine, database, alerts, DATE, WINDOW) as staging:
+            rows = loader.stage_parquet(engine, database, alerts, f"{folder}/raw_alerts.parquet", staging, DATE,
+                                        WINDOW, NETWORK, insert=engine.insert_native)
+            clickhouse.keep_staged(engine, database, staging, "raw_alerts", DATE, WINDOW, download)
+    seen["staged not found"] = (
+        clickhouse.claim_staged(engine, database, "raw_alerts", DATE, WINDOW, "f" * 32, rows),
+        clickhouse.claim_staged(engine, database, "raw_clusters", DATE, WINDOW, download, rows))
+    claimed = clickhouse.claim_staged(engine, database, "raw_alerts", DATE, WINDOW, download, rows)
+    with clickhouse.dropped_after(engine, database, claimed):
+        loader.swap_in(engine, database, alerts, claimed, DATE, WINDOW, rows)
+    seen["claimed"] = claimed.split("_")[-2] == str(os.getpid())
+    seen["left over"] = len(clickhouse.drop_staged(engine, database, DATE, WINDOW, download))
+    seen["swapped in"] = clickhouse.count_rows(engine, database, "raw_alerts", DATE, WINDOW)
+
     empty_today = zero_row_file(tmp_path, "raw_clusters", DATE)
     with pytest.raises(loader.FileMismatch, match="has zero rows, but the day holds"):
         load(engine, database, "raw_clusters", f"{empty_today}/raw_clusters.parquet")
@@ -159,6 +177,8 @@ def test_every_statement_gives_the_same_results_on_both_generations(server1816, 
     assert {engine for _, engine in old["tables"]} == {"MergeTree", "ReplacingMergeTree", "View"}
     assert old["loaded"] == old["reloaded"] == old["counts"] == {
         "raw_features": 300, "raw_alerts": 30, "raw_clusters": 3, "raw_address_labels": 15}
+    assert old["staged not found"] == (None, None) and old["claimed"] is True and old["swapped in"] == 30
+    assert old["left over"] == 1
     assert old["after refused empty"] == 3 and old["allowed empty"] == 0 and old["after allowed empty"] == 0
     assert old["new empty day"] == 0 and old["other days untouched"] == dict(old["counts"], raw_clusters=0)
     assert old["marker before"] is False and old["marker set"] == (True, 30) and old["marker removed"] is False

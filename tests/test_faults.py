@@ -123,22 +123,22 @@ def test_a_server_that_refuses_connections_gives_one_line_naming_it_and_a_notice
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
 
 
-def wait_for_a_running_load(luigid, table, seconds=120):
+def wait_for_raw_features_being_staged(luigid, seconds=120):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for task in luigid_tasks(luigid, "RUNNING").values():
-            if task["name"] == "LoadTable" and task["params"].get("table") == table and \
-                    f"{table}: " in (task.get("status_message") or ""):
+            if task["name"] == "VerifyChecksums" and \
+                    (task.get("status_message") or "").startswith("raw_features.parquet: "):
                 return
         time.sleep(0.05)
-    raise AssertionError(f"no LoadTable {table} running within {seconds} s")
+    raise AssertionError(f"raw_features was not being staged within {seconds} s")
 
 
 def test_sigterm_ends_a_load_cleanly_and_an_immediate_rerun_goes_straight_on(pipeline, luigid):
     tables = pipeline.publish(tables=make_snapshot("ethereum", DATE, WINDOW, 300_000))
     pipeline.env["INGESTION_RETRY_ATTEMPTS"] = "3"  # a stopped attempt is one failure of three
     run = pipeline.start_cli(*RUN_DAILY)
-    wait_for_a_running_load(luigid, "raw_features")
+    wait_for_raw_features_being_staged(luigid)
 
     run.send_signal(signal.SIGTERM)  # as systemd and `docker stop` do
     output = run.communicate(timeout=60)[0]
@@ -146,6 +146,7 @@ def test_sigterm_ends_a_load_cleanly_and_an_immediate_rerun_goes_straight_on(pip
     assert run.returncode == 30, output[-3000:]  # [retcode] task_failed: luigid was told
     assert "Terminated: stopped by SIGTERM" in output
     assert luigid_tasks(luigid, "RUNNING") == {}
+    # the staging tables went, raw_features' half-filled one and those staged before it
     assert pipeline.ch.execute("SELECT name FROM system.tables WHERE startsWith(name, '_staging_')") == []
     assert pipeline.count("raw_features") == 0  # the day never saw half a load
 

@@ -55,12 +55,12 @@ def test_visualiser_shows_progress_and_no_secrets(pipeline, luigid):
     loads = {t["params"]["table"]: t for t in done.values() if t["name"] == "LoadTable"}
     for table in TABLES:
         rows = tables[table].num_rows
-        assert loads[table]["status_message"] == f"{table}: {rows:,} / {rows:,} rows"
+        assert loads[table]["status_message"] == f"{table}: {rows:,} rows loaded"
         assert loads[table]["progress_percentage"] == 100
     verify = next(t for t in done.values() if t["name"] == "VerifyChecksums")
-    labels = tables["raw_address_labels"].num_rows  # the last file checked; the percentage is of all four
+    labels = tables["raw_address_labels"].num_rows  # the last file staged; the percentage is of all four
     assert (verify["status_message"], verify["progress_percentage"]) == \
-        (f"raw_address_labels.parquet: {labels:,} / {labels:,} rows checked", 100)
+        (f"raw_address_labels.parquet: {labels:,} / {labels:,} rows staged", 100)
     download = next(t for t in done.values() if t["name"] == "DownloadSOT")
     assert download["status_message"].startswith("raw_address_labels.parquet: ") and \
         download["status_message"].endswith(" MB") and download["progress_percentage"] == 100

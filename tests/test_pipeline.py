@@ -3,6 +3,7 @@ run does, what deleting one target redoes."""
 import datetime as dt
 import os
 
+import luigi
 import pytest
 
 from conftest import DATE, WINDOW, expected_rows
@@ -64,6 +65,56 @@ def test_deleted_table_marker_reloads_only_that_table_after_a_fresh_download(pip
     assert {t: after[t] for t in TABLES if t != "raw_alerts"} == {t: before[t] for t in TABLES if t != "raw_alerts"}
     assert pipeline.rows("raw_alerts") == expected_rows(tables["raw_alerts"], "raw_alerts")
     assert not os.path.exists(pipeline.download_dir())
+
+
+def staging_tables(pipeline):
+    return [name for (name,) in pipeline.ch.execute(
+        "SELECT name FROM system.tables WHERE startsWith(name, '_staging_') ORDER BY name")]
+
+
+def check_and_stage(pipeline):
+    """The day up to VerifyChecksums, which stages every file for its load."""
+    luigi.task_register.Register.clear_instance_cache()
+    assert luigi.build([tasks.VerifyChecksums("ethereum", DATE, WINDOW)], local_scheduler=True, log_level="WARNING")
+
+
+def test_each_file_is_decoded_once_the_loads_swap_in_what_verify_checksums_staged(pipeline):
+    tables = pipeline.publish()
+    check_and_stage(pipeline)
+    download = open(os.path.join(pipeline.download_dir(), tasks.DOWNLOAD_STAMP)).read()
+    staged = staging_tables(pipeline)
+    assert sorted(name.split("_20241030_")[0] for name in staged) == sorted(f"_staging_{t}" for t in TABLES)
+    assert {name.split("_")[-2] for name in staged} == {f"d{download[:12]}"}  # kept for the download
+    assert pipeline.counts() == {t: 0 for t in TABLES}
+    # the loads decode nothing: with the features file's data pages zeroed
+    # (its footer kept), they still load exactly the rows staged from it
+    path = os.path.join(pipeline.download_dir(), "raw_features.parquet")
+    with open(path, "r+b") as stream:
+        stream.seek(-8, os.SEEK_END)
+        footer = int.from_bytes(stream.read(4), "little")
+        size = stream.seek(0, os.SEEK_END)
+        stream.seek(4)
+        stream.write(bytes(size - 8 - footer - 4))
+
+    assert pipeline.run()
+
+    for table in TABLES:
+        assert pipeline.rows(table) == expected_rows(tables[table], table), table
+    assert staging_tables(pipeline) == []
+
+
+def test_a_load_whose_staged_table_is_gone_loads_its_file(pipeline):
+    """As when the sweep took it, or the worker now talks to another replica."""
+    tables = pipeline.publish()
+    check_and_stage(pipeline)
+    [features] = [name for name in staging_tables(pipeline) if name.startswith("_staging_raw_features_")]
+    pipeline.ch.execute(f"DROP TABLE risk_assessment_ethereum.{features}")
+
+    assert pipeline.run()
+
+    for table in TABLES:
+        assert pipeline.rows(table) == expected_rows(tables[table], table), table
+    assert staging_tables(pipeline) == []
 
 
 def test_reload_replaces_the_day_and_leaves_other_dates(pipeline):

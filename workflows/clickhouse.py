@@ -13,6 +13,7 @@ import lz4.block
 from clickhouse_cityhash.cityhash import CityHash128
 from clickhouse_driver import defines
 from clickhouse_driver.block import BlockInfo, ColumnOrientedBlock
+from clickhouse_driver.errors import ErrorCodes, ServerException
 from clickhouse_driver.protocol import ClientPacketTypes, CompressionMethodByte
 from clickhouse_driver.result import QueryInfo
 from clickhouse_driver.varint import write_varint
@@ -55,16 +56,27 @@ def count_rows(ch, database, table, date, window_days):
     return dict(ch.execute(*sql.day_counts(database, table, [date], window_days))).get(date, 0)
 
 
-def staging_name(table_name, date, window_days):
-    """A name of its own for each load, so concurrent loads of one day never
-    share a staging table; it carries the loading host and process."""
-    return (f"{STAGING_PREFIX}{table_name}_{date:%Y%m%d}_{int(window_days)}_{HOST_TAG}_{os.getpid()}"
-            f"_{uuid.uuid4().hex[:6]}")
+def staging_name(table_name, date, window_days, download_id=None):
+    """A name of its own for each staging table, so concurrent loads of one
+    day never share one. It carries the host, and the process that drops it
+    when done, or, for a table staged ahead of its swap (keep_staged), `d`
+    and the download it was staged from."""
+    owner = f"d{download_id[:12]}" if download_id else str(os.getpid())
+    return f"{_day_prefix(table_name, date, window_days)}{HOST_TAG}_{owner}_{uuid.uuid4().hex[:6]}"
+
+
+def _day_prefix(table_name, date, window_days):
+    return f"{STAGING_PREFIX}{table_name}_{date:%Y%m%d}_{int(window_days)}_"
+
+
+def _staged_prefix(table_name, date, window_days, download_id):
+    return f"{_day_prefix(table_name, date, window_days)}{HOST_TAG}_d{download_id[:12]}_"
 
 
 def abandoned(name, age_seconds, max_age_seconds=STAGING_MAX_AGE_SECONDS):
-    """Whether a staging table's load is dead: its process is gone from this
-    host, or, made elsewhere, the table is older than max_age_seconds."""
+    """Whether a staging table is no longer wanted: its process is gone from
+    this host, or, made elsewhere or staged ahead of its swap, the table is
+    older than max_age_seconds."""
     if age_seconds >= max_age_seconds:
         return True
     _, host, pid, _ = name.rsplit("_", 3)
@@ -86,19 +98,73 @@ def sweep_staging(ch, database, max_age_seconds=STAGING_MAX_AGE_SECONDS):
     stale = [name for name, age in ch.execute(*sql.staging_tables(database))
              if abandoned(name, age, max_age_seconds)]
     for name in stale:
-        ch.execute(*sql.drop_table(database, name))
+        drop_table(ch, database, name)
     return stale
 
 
 @contextmanager
 def staging_table(ch, database, table, date, window_days):
-    """A new empty staging table for one load of `table`, dropped afterwards."""
+    """A new empty staging table of this process for `table`'s day, dropped
+    afterwards unless keep_staged took it."""
     name = staging_name(table.name, date, window_days)
     ch.execute(*sql.create_table(database, table, name))
+    with dropped_after(ch, database, name):
+        yield name
+
+
+@contextmanager
+def dropped_after(ch, database, name):
     try:
         yield name
     finally:
-        ch.execute(*sql.drop_table(database, name))
+        drop_table(ch, database, name)
+
+
+def keep_staged(ch, database, staging, table_name, date, window_days, download_id):
+    """Hands a filled staging table over to the load of `download_id` that
+    will swap it in (claim_staged): it then outlives this process."""
+    ch.execute(*sql.rename_table(database, staging, staging_name(table_name, date, window_days, download_id)))
+
+
+def claim_staged(ch, database, table_name, date, window_days, download_id, rows):
+    """The table staged on this host from `download_id`, renamed to a staging
+    table of this process, so that no other load takes it and it goes if
+    this process dies; None when there is none holding `rows` rows (swept,
+    staged through another replica, taken by a concurrent load). The caller
+    drops it (dropped_after)."""
+    prefix = _staged_prefix(table_name, date, window_days, download_id)
+    for name, _ in ch.execute(*sql.staging_tables(database)):
+        if not name.startswith(prefix):
+            continue
+        mine = staging_name(table_name, date, window_days)
+        try:
+            ch.execute(*sql.rename_table(database, name, mine))
+        except ServerException as exc:
+            if exc.code == ErrorCodes.UNKNOWN_TABLE:  # a concurrent load took it first
+                continue
+            raise
+        if count_all_rows(ch, database, mine) == rows:
+            return mine
+        drop_table(ch, database, mine)
+    return None
+
+
+def drop_staged(ch, database, date, window_days, download_id):
+    """Drops what is left staged from `download_id` (a concurrent run's
+    stage that no load needed); returns the names."""
+    prefixes = tuple(_staged_prefix(t, date, window_days, download_id) for t in TABLES)
+    left = [name for name, _ in ch.execute(*sql.staging_tables(database)) if name.startswith(prefixes)]
+    for name in left:
+        drop_table(ch, database, name)
+    return left
+
+
+def drop_table(ch, database, name):
+    ch.execute(*sql.drop_table(database, name))
+
+
+def count_all_rows(ch, database, name):
+    return ch.execute(*sql.count_rows(database, name))[0][0]
 
 
 def swap_day(ch, database, table, staging, date, window_days, rows):

@@ -1,6 +1,7 @@
 """Parquet files against their ClickHouse tables: check that a file fits,
-and load it by streaming it into a staging table and swapping the day's
-slice. Both read in batches, so memory does not grow with the file."""
+stage it (stream it into a staging table, checking it on the way) and swap
+the staged day in. All read in batches, so memory does not grow with the
+file."""
 import queue
 import threading
 from functools import partial
@@ -116,15 +117,24 @@ def encoded_blocks(source):
 def load_parquet(ch, database, table, path, date, window_days, network, on_progress=None, allow_empty=False,
                  insert=None):
     """Replaces the table's (date, window_days) slice with the file's rows and
-    returns how many there were. On any error the table is untouched.
+    returns how many there were. On any error the table is untouched."""
+    with clickhouse.staging_table(ch, database, table, date, window_days) as staging:
+        rows = stage_parquet(ch, database, table, path, staging, date, window_days, network, on_progress,
+                             allow_empty, insert)
+        swap_in(ch, database, table, staging, date, window_days, rows, allow_empty)
+    return rows
 
-    A zero-row file empties the day only with `allow_empty` or when the day
-    holds no rows yet: an export bug upstream must not wipe a good day.
+
+def stage_parquet(ch, database, table, path, staging, date, window_days, network, on_progress=None,
+                  allow_empty=False, insert=None):
+    """Streams the file into the empty table `staging`, checking every batch
+    as it goes, and returns its rows: when it returns, the file fits its
+    table and swap_in can make it the day.
+
     `insert(database, table, columns, blocks)` sends the Native blocks; by
     default clickhouse.insert_blocks over `ch`'s native connection."""
     insert = insert or partial(clickhouse.insert_blocks, ch)
     source = CheckedParquet(path, table, date, window_days, network)
-    clickhouse.sweep_staging(ch, database)
     rows = 0
 
     def counted(blocks):
@@ -135,16 +145,34 @@ def load_parquet(ch, database, table, path, date, window_days, network, on_progr
             if on_progress:
                 on_progress(rows, source.num_rows)
 
-    with clickhouse.staging_table(ch, database, table, date, window_days) as staging:
-        insert(database, staging, [c.name for c in source.columns],
-               counted(_prefetched(encoded_blocks(source), PREFETCH_BATCHES)))
-        if not rows and not allow_empty:
-            held = clickhouse.count_rows(ch, database, table.name, date, window_days)
-            if held:
-                raise FileMismatch(f"has zero rows, but the day holds {held:,} in {table.name}; refused as a likely"
-                                   " export bug (INGESTION_ALLOW_EMPTY_DAY=1 loads it)")
-        clickhouse.swap_day(ch, database, table.name, staging, date, window_days, rows)
+    insert(database, staging, [c.name for c in source.columns],
+           counted(_prefetched(encoded_blocks(source), PREFETCH_BATCHES)))
+    refuse_likely_export_bug(ch, database, table, date, window_days, rows, allow_empty)
     return rows
+
+
+def swap_in(ch, database, table, staging, date, window_days, rows, allow_empty=False):
+    """Makes the `rows` rows staged in `staging` the table's day, atomically."""
+    refuse_likely_export_bug(ch, database, table, date, window_days, rows, allow_empty)
+    clickhouse.swap_day(ch, database, table.name, staging, date, window_days, rows)
+
+
+def refuse_likely_export_bug(ch, database, table, date, window_days, rows, allow_empty):
+    """A zero-row file empties the day only with `allow_empty` or when the
+    day holds no rows yet: an export bug upstream must not wipe a good day."""
+    if not rows and not allow_empty:
+        held = clickhouse.count_rows(ch, database, table.name, date, window_days)
+        if held:
+            raise FileMismatch(f"has zero rows, but the day holds {held:,} in {table.name}; refused as a likely"
+                               " export bug (INGESTION_ALLOW_EMPTY_DAY=1 loads it)")
+
+
+def file_rows(path):
+    """The rows a Parquet file's footer declares."""
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise FileMismatch(f"not a readable Parquet file ({_one_line(exc)})") from None
 
 
 def _prefetched(items, depth):

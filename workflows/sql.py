@@ -73,6 +73,10 @@ def drop_table(database, name):
     return f"DROP TABLE IF EXISTS {_name(database, name)}", None
 
 
+def rename_table(database, name, new_name):
+    return f"RENAME TABLE {_name(database, name)} TO {_name(database, new_name)}", None
+
+
 def insert_rows(database, name, columns):
     """The INSERT whose data follows as Native blocks (clickhouse.insert_blocks)."""
     return f"INSERT INTO {_name(database, name)} ({', '.join(quote_identifier(c) for c in columns)}) VALUES", None
@@ -95,6 +99,10 @@ def day_counts(database, table, dates, window_days):
             " WHERE processing_date IN %(dates)s AND window_days = %(window_days)s"
             " GROUP BY processing_date ORDER BY processing_date",
             {"dates": tuple(dates), "window_days": int(window_days)})
+
+
+def count_rows(database, name):
+    return f"SELECT count() FROM {_name(database, name)}", None
 
 
 def staging_tables(database):

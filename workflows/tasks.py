@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import luigi
 import redis
@@ -207,7 +207,6 @@ class IngestionTask(luigi.Task):
             set_percentage(int(percent))
 
     changes_download = False  # replaces or removes the download: runs alone on it
-    checks_download = False  # any failure means the download is not to be trusted
 
     def run(self):
         # A bad-input failure elsewhere, or the cleanup of a run that does not
@@ -291,7 +290,7 @@ class IngestionTask(luigi.Task):
         except redis.RedisError:
             pass  # already logged by the failure count
     def on_failure(self, exception):
-        if isinstance(exception, SnapshotError) or self.checks_download:
+        if isinstance(exception, SnapshotError):
             # the retry downloads afresh, rather than fail again on this copy
             shutil.rmtree(self.download_dir, ignore_errors=True)
         reason = failure_reason(exception)
@@ -391,8 +390,6 @@ class ValidateMeta(IngestionTask):
     """META.json is there, parses, and lists the four tables with
     well-formed checksums and plain file names."""
 
-    checks_download = True
-
     def requires(self):
         return DownloadSOT(self.network, self.date, self.window_days)
 
@@ -407,9 +404,10 @@ class ValidateMeta(IngestionTask):
 
 class VerifyChecksums(IngestionTask):
     """Every listed file is present, matches its checksum, and fits its
-    table, so that a bad snapshot is refused before any table is loaded."""
-
-    checks_download = True
+    table, so that a bad snapshot is refused before any table is loaded.
+    Proving a file fits is staging it: streaming it into a staging table of
+    its own, which LoadTable then swaps in, so each file is decoded once. A
+    table already loaded is checked without being staged."""
 
     def requires(self):
         return ValidateMeta(self.network, self.date, self.window_days)
@@ -426,9 +424,23 @@ class VerifyChecksums(IngestionTask):
         self.verify_checksums(entries, paths)
         sizes = {name: os.path.getsize(path) for name, path in paths.items()}
         checked, total = 0, sum(sizes.values()) or 1
-        for entry in entries:
-            self.check_fits_table(entry, paths[entry.filename], checked, sizes[entry.filename], total)
-            checked += sizes[entry.filename]
+        ch = self.clickhouse
+        loaded = loaded_days(ch, self.database, self.network, [self.date], self.window_days).get(self.date, {})
+        clickhouse.sweep_staging(ch, self.database)
+        # every table is staged before any is handed to its load, so a file
+        # that does not fit leaves them all untouched
+        with ExitStack() as staging:
+            staged = {}
+            for entry in entries:
+                if entry.table not in loaded:
+                    staged[entry.table] = staging.enter_context(clickhouse.staging_table(
+                        ch, self.database, TABLE_SCHEMAS[entry.table], self.date, self.window_days))
+                self.stage_or_check(entry, paths[entry.filename], staged.get(entry.table),
+                                    checked, sizes[entry.filename], total)
+                checked += sizes[entry.filename]
+            for table, name in staged.items():
+                clickhouse.keep_staged(ch, self.database, name, table, self.date, self.window_days,
+                                       self.download_id())
         self.output().touch()
 
     def verify_checksums(self, entries, paths):
@@ -446,14 +458,22 @@ class VerifyChecksums(IngestionTask):
                 raise self.bad_input(entry.filename, f"{entry.algorithm} checksum mismatch: META.json has"
                                                      f" {entry.digest}, file has {actual.split(':', 1)[1]}")
 
-    def check_fits_table(self, entry, path, before, size, total):
-        """Checks one file; the percentage is of all the files' bytes, so it only grows."""
+    def stage_or_check(self, entry, path, staging, before, size, total):
+        """Streams one file into `staging`, or only checks it when its table
+        is loaded already (no staging). The percentage is of all the files'
+        bytes, so it only grows."""
+        table = TABLE_SCHEMAS[entry.table]
+        verb = "staged" if staging else "checked"
+
         def progress(done, rows):
-            self.report(f"{entry.filename}: {done:,} / {rows:,} rows checked",
+            self.report(f"{entry.filename}: {done:,} / {rows:,} rows {verb}",
                         100 * (before + size * done / max(rows, 1)) / total)
         try:
-            loader.check_parquet(path, TABLE_SCHEMAS[entry.table], self.date, self.window_days, self.network,
-                                 progress)
+            if staging:
+                loader.stage_parquet(self.clickhouse, self.database, table, path, staging, self.date,
+                                     self.window_days, self.network, progress, self.settings.allow_empty_day)
+            else:
+                loader.check_parquet(path, table, self.date, self.window_days, self.network, progress)
         except loader.FileMismatch as exc:
             raise self.bad_input(entry.filename, exc) from None
 
@@ -473,16 +493,27 @@ class LoadTable(IngestionTask):
     def execute(self):
         entry = self.meta()[self.table]
         path = os.path.join(self.download_dir, entry.filename)
-
-        def progress(done, total):
-            self.report(f"{self.table}: {done:,} / {total:,} rows", 100 * done / max(total, 1))
-
+        table, ch = TABLE_SCHEMAS[self.table], self.clickhouse
+        clickhouse.sweep_staging(ch, self.database)
         try:
-            rows = loader.load_parquet(self.clickhouse, self.database, TABLE_SCHEMAS[self.table], path, self.date,
-                                       self.window_days, self.network, progress, self.settings.allow_empty_day)
+            rows = loader.file_rows(path)
+            staged = clickhouse.claim_staged(ch, self.database, self.table, self.date, self.window_days,
+                                             self.download_id(), rows)
+            if staged:
+                self.report(f"{self.table}: swapping in {rows:,} staged rows", 0)
+                with clickhouse.dropped_after(ch, self.database, staged):
+                    loader.swap_in(ch, self.database, table, staged, self.date, self.window_days, rows,
+                                   self.settings.allow_empty_day)
+            else:  # swept, staged through another replica, or taken by a concurrent run: load the file
+                rows = loader.load_parquet(ch, self.database, table, path, self.date, self.window_days,
+                                           self.network, self.report_rows, self.settings.allow_empty_day)
         except loader.FileMismatch as exc:
             raise self.bad_input(entry.filename, exc) from None
         self.output().touch(rows)
+        self.report(f"{self.table}: {rows:,} rows loaded", 100)
+
+    def report_rows(self, done, total):
+        self.report(f"{self.table}: {done:,} / {total:,} rows", 100 * done / max(total, 1))
 
 
 class Cleanup(IngestionTask):
@@ -528,6 +559,9 @@ class Cleanup(IngestionTask):
         return {date for date, state in Cleanup.day_states(cleanups).items() if Cleanup.is_done(*state)}
 
     def execute(self):
+        download = self.download_id()
+        if download:  # a concurrent run's stage that no load needed
+            clickhouse.drop_staged(self.clickhouse, self.database, self.date, self.window_days, download)
         shutil.rmtree(self.download_dir, ignore_errors=True)
         self.output().touch()
         self.redis.delete(self.last_failure_key())
