@@ -7,7 +7,8 @@ default 1,000,000):
   (a) the project's load (workflows.loader.load_parquet) of each table, in a
       child process of its own;
   (b) the reference: clickhouse-client inserting the same rows in Native
-      format into the same server;
+      format into the same server, in the file's order (and, for comparison,
+      sorted by the table's key, which spares the server its sort);
   (c) the project's checksum (workflows.meta.file_digest) against sha256sum;
   (d) the peak RSS of the loading process from (a), and with BENCH_RSS_ROWS
       set, that of loading a raw_features file of that many rows;
@@ -21,7 +22,7 @@ default 1,000,000):
   (g) RunDaily for one network, --local-scheduler, one worker, from process
       start to exit, against the floor for the same work measured in this
       run: `cp` of the snapshot + `sha256sum` of its files + clickhouse-client
-      inserting the four tables in Native format; and the peak RSS of that
+      inserting the four tables in Native format (b); and the peak RSS of that
       whole process (at BENCH_RSS_ROWS too, when set).
 
 It prints a table with PASS/MISS against the targets and writes the figures
@@ -52,6 +53,7 @@ from clickhouse_driver import Client
 from workflows import clickhouse, loader, meta, sql
 from workflows.config import Settings
 from workflows.local_servers import LocalServers, free_port, s3_server
+from workflows.native import native_block
 from workflows.sot import open_source, snapshot_path
 from workflows.sample import ROW_GROUP_ROWS, make_snapshot, write_snapshot
 from workflows.schema import TABLES as SCHEMAS
@@ -287,31 +289,59 @@ def ch_client(port, query):
     return ["clickhouse-client", "--host", "127.0.0.1", "--port", str(port), "--query", query]
 
 
+def write_native(path, table, native):
+    """The Parquet file's rows, in the file's order, as a Native-format file:
+    the bytes the loader sends, which test_conformance reads back on both
+    server generations. Returns the column list."""
+    source = loader.CheckedParquet(path, SCHEMAS[table], DATE, WINDOW, NETWORK)
+    with open(native, "wb") as stream:
+        for n_rows, encoded in loader.encoded_blocks(source):
+            for buffer in native_block(n_rows, encoded):
+                stream.write(buffer)
+    return ", ".join(c.name for c in source.columns)
+
+
+def export_native(ch, port, table, columns, native):
+    """The loaded rows as the server exports them: sorted by the table's key."""
+    with open(native, "wb") as stream:
+        subprocess.run(ch_client(port, f"SELECT {columns} FROM {DATABASE}.{table} FORMAT Native"),
+                       stdout=stream, check=True)
+
+
+def client_insert(ch, port, table, columns, native):
+    """Seconds of clickhouse-client inserting the Native file into an empty copy of the table."""
+    copy = f"{DATABASE}.bench_copy_{table}"
+    ch.execute(f"DROP TABLE IF EXISTS {copy}")
+    ch.execute(f"CREATE TABLE {copy} AS {DATABASE}.{table}")
+    wait_for_merges(ch)
+    with open(native, "rb") as stream:
+        start = time.perf_counter()
+        subprocess.run(ch_client(port, f"INSERT INTO {copy} ({columns}) FORMAT Native"), stdin=stream, check=True)
+        seconds = time.perf_counter() - start
+    rows = ch.execute(f"SELECT count() FROM {copy}")[0][0]
+    ch.execute(f"DROP TABLE {copy}")
+    return seconds, rows
+
+
 def measure_reference(ch, port, work, paths):
-    """Exports each table's loaded rows in Native format and times
-    clickhouse-client inserting them into an empty copy of the table."""
+    """clickhouse-client inserting each table's rows in Native format into an
+    empty copy of the table: the rows in the file's order, which is the same
+    work as the load's, and, for comparison, sorted by the table's key (as
+    the server exports them), which the server need not sort again."""
     out = {}
     # the fixed cost of starting clickhouse-client, for reading the small tables' figures
     start = time.perf_counter()
     subprocess.run(ch_client(port, "SELECT 1"), check=True, stdout=subprocess.DEVNULL)
     out["_client_startup_seconds"] = time.perf_counter() - start
     for table in TABLES:
-        columns = ", ".join(c.name for c in loader.plan_columns(SCHEMAS[table], pq.ParquetFile(paths[table]).schema_arrow))
         native = os.path.join(work, f"{table}.native")
-        with open(native, "wb") as stream:
-            subprocess.run(ch_client(port, f"SELECT {columns} FROM {DATABASE}.{table} FORMAT Native"),
-                           stdout=stream, check=True)
-        copy = f"{DATABASE}.bench_copy_{table}"
-        ch.execute(f"DROP TABLE IF EXISTS {copy}")
-        ch.execute(f"CREATE TABLE {copy} AS {DATABASE}.{table}")
-        wait_for_merges(ch)
-        with open(native, "rb") as stream:
-            start = time.perf_counter()
-            subprocess.run(ch_client(port, f"INSERT INTO {copy} ({columns}) FORMAT Native"), stdin=stream, check=True)
-            seconds = time.perf_counter() - start
-        rows = ch.execute(f"SELECT count() FROM {copy}")[0][0]
-        out[table] = {"seconds": seconds, "rows": rows, "native_bytes": os.path.getsize(native)}
-        ch.execute(f"DROP TABLE {copy}")
+        columns = write_native(paths[table], table, native)
+        seconds, rows = client_insert(ch, port, table, columns, native)
+        native_bytes = os.path.getsize(native)
+        export_native(ch, port, table, columns, native)
+        key_order_seconds, _ = client_insert(ch, port, table, columns, native)
+        out[table] = {"seconds": seconds, "rows": rows, "native_bytes": native_bytes,
+                      "key_order_seconds": key_order_seconds}
         os.remove(native)
     return out
 
@@ -432,11 +462,14 @@ def measure_against_floor(ch, servers, work, paths, reference, checksums):
     shutil.rmtree(copy)
     sha_seconds = checksums["total"]["sha256sum_seconds"]
     insert_seconds = sum(reference[t]["seconds"] for t in TABLES)
+    key_order_seconds = sum(reference[t]["key_order_seconds"] for t in TABLES)
     floor = cp_seconds + sha_seconds + insert_seconds
+    key_order_floor = cp_seconds + sha_seconds + key_order_seconds
     run = whole_rundaily(ch, servers, work, os.path.dirname(os.path.dirname(os.path.dirname(folder))), DATE)
     return {"floor_seconds": floor, "cp_seconds": cp_seconds, "sha256sum_seconds": sha_seconds,
             "clickhouse_client_seconds": insert_seconds, "rundaily_seconds": run["seconds"],
-            "ratio": run["seconds"] / floor, "peak_rss_mb": run["peak_rss_mb"]}
+            "ratio": run["seconds"] / floor, "peak_rss_mb": run["peak_rss_mb"],
+            "key_order_floor_seconds": key_order_floor, "key_order_ratio": run["seconds"] / key_order_floor}
 
 
 def measure_large_rundaily_rss(ch, servers, work, rows):
@@ -458,11 +491,13 @@ def summarise(paths, load, reference, checksums):
         native = sum(reference[t]["native_bytes"] for t in names) / 1e6
         seconds = sum(load["tables"][t]["seconds"] for t in names)
         client = sum(reference[t]["seconds"] for t in names)
+        client_key_order = sum(reference[t]["key_order_seconds"] for t in names)
         rows_out[table] = {
             "rows": rows, "parquet_mb": parquet, "native_mb": native, "load_seconds": seconds,
             "rows_per_second": rows / seconds, "parquet_mb_per_second": parquet / seconds,
             "native_mb_per_second": native / seconds, "clickhouse_client_seconds": client,
             "clickhouse_client_native_mb_per_second": native / client, "ratio": seconds / client,
+            "clickhouse_client_key_order_seconds": client_key_order,
         }
     sums = dict(checksums)
     project = sum(c["project_seconds"] for c in sums.values())
@@ -503,15 +538,17 @@ def report(results):
     p("")
     p("(a) project load (load_parquet, own process) vs (b) clickhouse-client INSERT ... FORMAT Native")
     header = (f"{'table':<20} {'rows':>10} {'parquet MB':>10} {'native MB':>10} {'load s':>8} {'rows/s':>10} "
-              f"{'MB/s':>7} {'native MB/s':>11} {'ch-client s':>11} {'ratio':>6}")
+              f"{'MB/s':>7} {'native MB/s':>11} {'ch-client s':>11} {'ratio':>6} {'key-sorted s':>12}")
     p(header)
     p("-" * len(header))
     for table, f in results["tables"].items():
         p(f"{table:<20} {f['rows']:>10,} {f['parquet_mb']:>10.1f} {f['native_mb']:>10.1f} {f['load_seconds']:>8.2f} "
           f"{f['rows_per_second']:>10,.0f} {f['parquet_mb_per_second']:>7.1f} {f['native_mb_per_second']:>11.1f} "
-          f"{f['clickhouse_client_seconds']:>11.2f} {f['ratio']:>5.2f}x")
-    p(f"  MB/s = Parquet MB on disk / load s; native MB = the Native export's size (uncompressed column data); "
+          f"{f['clickhouse_client_seconds']:>11.2f} {f['ratio']:>5.2f}x {f['clickhouse_client_key_order_seconds']:>12.2f}")
+    p(f"  MB/s = Parquet MB on disk / load s; native MB = the Native file's size (uncompressed column data); "
       f"clickhouse-client start-up alone: {results['client_startup_seconds']:.2f} s")
+    p("  ch-client s: the file's rows in its order, as the load sends them; key-sorted s: the same rows sorted by"
+      " the table's key, as the server exports them (it then skips its own sort)")
     p("")
     p("(c) checksum, sha256, page cache warm, best of 3")
     underlined(p, f"{'file':<28} {'MB':>8} {'file_digest s':>13} {'MB/s':>7} {'sha256sum s':>11} {'MB/s':>7} {'ratio':>6}")
@@ -557,6 +594,8 @@ def report(results):
     p(f"(g) RunDaily, one network, --local-scheduler, one worker, start to exit: {g['rundaily_seconds']:.1f} s;"
       f" the floor {g['floor_seconds']:.1f} s (cp {g['cp_seconds']:.1f} + sha256sum {g['sha256sum_seconds']:.1f}"
       f" + clickhouse-client {g['clickhouse_client_seconds']:.1f}): {g['ratio']:.2f}x")
+    p(f"    (the floor with rows sorted by the table's key, which the server need not sort:"
+      f" {g['key_order_floor_seconds']:.1f} s, {g['key_order_ratio']:.2f}x)")
     p(f"    peak RSS of the whole RunDaily process: {g['peak_rss_mb']:.0f} MB")
     big_run = results.get("rundaily_large")
     if big_run:

@@ -32,8 +32,8 @@ class Server1816:
     def execute_iter(self, query, params=None, settings=None):
         return self.client.execute_iter(query, params, settings=settings)
 
-    def insert_native(self, database, table, columns, blocks):
-        clickhouse.insert_blocks(self.client, database, table, columns, blocks)
+    def insert_native(self, database, table, columns, blocks, on_sent=None):
+        clickhouse.insert_blocks(self.client, database, table, columns, blocks, on_sent)
 
 
 class Engine26:
@@ -64,16 +64,22 @@ class Engine26:
     def execute_iter(self, query, params=None, settings=None):
         return iter(self.execute(query, params))
 
-    def native_stream(self, blocks):
+    def native_stream(self, blocks, on_sent=None):
         """The blocks framed as ClickHouse's Native format, as one byte string."""
-        return b"".join(bytes(buffer) for n_rows, encoded in blocks for buffer in native_block(n_rows, encoded))
+        stream = bytearray()
+        for n_rows, encoded in blocks:
+            for buffer in native_block(n_rows, encoded):
+                stream += buffer
+            if on_sent:
+                on_sent(n_rows)
+        return bytes(stream)
 
-    def insert_native(self, database, table, columns, blocks):
+    def insert_native(self, database, table, columns, blocks, on_sent=None):
         """The product's INSERT statement, its data read from a Native-format
         file that holds exactly the column bytes the loader sends."""
         path = os.path.join(self.path, f"{uuid.uuid4().hex}.native")
         with open(path, "wb") as stream:
-            stream.write(self.native_stream(blocks))
+            stream.write(self.native_stream(blocks, on_sent))
         try:
             query, _ = sql.insert_rows(database, table, columns)
             self.execute(query.removesuffix(" VALUES") + f" SELECT * FROM file('{path}', 'Native')")

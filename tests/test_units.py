@@ -164,30 +164,30 @@ def test_tables_have_the_contract_columns():
     assert "PARTITION BY (processing_date, window_days)" in sql and "LowCardinality" not in sql
 
 
-def test_prefetched_keeps_order_and_hands_over_errors():
-    from workflows.loader import _prefetched
+def test_read_ahead_keeps_order_and_hands_over_errors():
+    from workflows.clickhouse import read_ahead
 
-    assert list(_prefetched(iter(range(100)), 2)) == list(range(100))
+    assert list(read_ahead(iter(range(100)), 2)) == list(range(100))
 
     def failing():
         yield 1
         raise ValueError("corrupt page")
 
-    items = _prefetched(failing(), 2)
+    items = read_ahead(failing(), 2)
     assert next(items) == 1
     with pytest.raises(ValueError, match="corrupt page"):
         next(items)
 
 
-def test_prefetched_stops_its_thread_when_the_consumer_stops():
+def test_read_ahead_stops_its_thread_when_the_consumer_stops():
     import threading
 
-    from workflows.loader import _prefetched
+    from workflows.clickhouse import read_ahead
 
-    items = _prefetched(iter(range(10**6)), 2)
+    items = read_ahead(iter(range(10**6)), 2)
     assert next(items) == 0
     items.close()  # the consumer failed, e.g. the server went away
-    assert not [t for t in threading.enumerate() if t.name == "parquet-prefetch"]
+    assert not [t for t in threading.enumerate() if t.name == "insert-read-ahead"]
 
 
 def test_env_example_lists_every_variable_with_its_default():
@@ -411,13 +411,12 @@ def test_a_compressed_frame_is_what_clickhouse_reads():
     from workflows.clickhouse import compressed_frame
 
     data = b"".join(struct.pack("<I", i % 256) + b"\x2a0x" + b"ab" * 20 for i in range(20_000))  # column-like
-    frame = compressed_frame(data)
-    checksum, rest = frame[:16], frame[16:]
+    checksum, rest = compressed_frame(data)
     assert read_binary_uint128(io.BytesIO(checksum)) == CityHash128(rest)
     method, compressed_size, size = struct.unpack("<BII", rest[:9])
     assert (method, compressed_size, size) == (0x82, len(rest), len(data))
     assert lz4.block.decompress(rest[9:], uncompressed_size=size) == data
-    assert len(frame) < len(data) / 2
+    assert len(checksum) + len(rest) < len(data) / 2
 
 
 @pytest.mark.parametrize("value, expected", [("lz4", "lz4"), ("LZ4", "lz4"), ("none", None)])
@@ -428,3 +427,17 @@ def test_compression_setting(value, expected):
 def test_an_unknown_compression_is_refused():
     with pytest.raises(ConfigError, match="INGESTION_COMPRESSION: 'zstd' is not lz4 or none"):
         Settings.from_env({"SOT_URL": "/x", "INGESTION_COMPRESSION": "zstd"})
+
+
+def test_arrows_own_allocations_use_the_pool_that_returns_freed_memory():
+    """The Parquet reader's pages come from Arrow's process-wide default
+    pool, which is chosen at its first use: importing the package first
+    makes it jemalloc (pyarrow's default, mimalloc, keeps 75 MB more)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import workflows, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert shown.stdout.strip() == "jemalloc"

@@ -4,8 +4,10 @@ are in workflows.sql; the clients in workflows.resources."""
 import hashlib
 import io
 import os
+import queue
 import socket
 import struct
+import threading
 import uuid
 from contextlib import contextmanager
 
@@ -32,6 +34,7 @@ HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 # larger ones straight to the socket, without a copy.
 _SMALL_BUFFER = 64 << 10
 _FRAME_HEADER = 9  # method byte, compressed size, uncompressed size
+READ_AHEAD_BLOCKS = 1
 
 
 class DayCountMismatch(RuntimeError):
@@ -191,18 +194,21 @@ DRIVER_INTERNALS = ("Client.establish_connection", "Client.receive_sample_block"
                     "Connection.send_data")
 
 
-def insert_blocks(ch, database, table, columns, blocks):
+def insert_blocks(ch, database, table, columns, blocks, on_sent=None):
     """Inserts `blocks`, (n_rows, [(name, ch_type, [buffers])]) each, as one
-    `INSERT INTO database.table (columns)` of pre-encoded Native column data.
-    The insert is committed when the block stream ends; on an exception the
-    connection is dropped, so the server discards the unfinished insert.
+    `INSERT INTO database.table (columns)` of pre-encoded Native column data,
+    and calls `on_sent(n_rows)` after each block. The next block is read from
+    `blocks` (and compressed) in a thread while this one is sent, so the
+    server never waits for either. The insert is committed when the block
+    stream ends; on an exception the connection is dropped, so the server
+    discards the unfinished insert.
 
     This speaks clickhouse-driver's packet layer as `Client.send_data` does
     for an INSERT, our buffers in place of its per-value serialisation: after
     every block a current server (protocol 54456+) answers with ProfileEvents,
     and those, progress and log packets are read before the next block.
     A client with compression sends each block as an LZ4 frame. Returns the
-    bytes of column data sent (compressed, when it is)."""
+    bytes of blocks sent (compressed, when they are)."""
     ch.establish_connection(None)
     ch.last_query = QueryInfo()
     connection = ch.connection
@@ -213,17 +219,18 @@ def insert_blocks(ch, database, table, columns, blocks):
         ch.receive_sample_block()
         revision = connection.server_info.used_revision
         custom_serialization = revision >= defines.DBMS_MIN_REVISION_WITH_CUSTOM_SERIALIZATION
+        framed = _lz4_framed if connection.compression else _plain
+        payloads = ((n_rows, framed(_block_info(revision), native_block(n_rows, encoded, custom_serialization)))
+                    for n_rows, encoded in blocks)
         out = connection.fout
-        for n_rows, encoded_columns in blocks:
+        for n_rows, payload in read_ahead(payloads, READ_AHEAD_BLOCKS):
             write_varint(ClientPacketTypes.DATA, out)
             if revision >= defines.DBMS_MIN_REVISION_WITH_TEMPORARY_TABLES:
                 write_binary_str("", out)
-            block = native_block(n_rows, encoded_columns, custom_serialization)
-            if connection.compression:
-                sent += _send_compressed(connection, block, revision)
-            else:
-                sent += _send_plain(connection, block, revision)
+            sent += _send(connection, payload)
             ch.receive_profile_events()
+            if on_sent:
+                on_sent(n_rows)
         connection.send_data(ColumnOrientedBlock())  # an empty block ends the stream
         ch.receive_profile_events()
         ch.receive_end_of_insert_query()
@@ -240,12 +247,35 @@ def _block_info(revision):
     return info.getvalue()
 
 
-def _send_plain(connection, block, revision):
-    """The block's buffers as they are; returns the bytes sent."""
-    out = connection.fout
-    out.write(_block_info(revision))
-    sent = 0
+def _plain(block_info, block):
+    return [block_info, *block]
+
+
+def _lz4_framed(block_info, block):
+    data = bytearray(block_info)
     for buffer in block:
+        data += buffer  # the one copy of the block
+    return compressed_frame(data)
+
+
+def compressed_frame(data):
+    """`data` as one LZ4 frame, as clickhouse-driver's
+    CompressedBlockOutputStream and clickhouse-client send it: the
+    CityHash128 of the rest, then method byte, compressed and uncompressed
+    sizes, and the compressed data. Returns [checksum, rest]."""
+    body = lz4.block.compress(data, store_size=False)
+    frame = struct.pack("<BII", CompressionMethodByte.LZ4, _FRAME_HEADER + len(body), len(data)) + body
+    checksum = io.BytesIO()
+    write_binary_uint128(CityHash128(frame), checksum)
+    return [checksum.getvalue(), frame]
+
+
+def _send(connection, buffers):
+    """Small buffers through the connection's write buffer, large ones
+    straight to the socket, without a copy; returns the bytes sent."""
+    out = connection.fout
+    sent = 0
+    for buffer in buffers:
         sent += len(buffer)
         if len(buffer) < _SMALL_BUFFER:
             out.write(bytes(buffer))  # the driver's writer takes bytes only
@@ -256,23 +286,43 @@ def _send_plain(connection, block, revision):
     return sent
 
 
-def _send_compressed(connection, block, revision):
-    """The block as one LZ4 frame, as clickhouse-driver's
-    CompressedBlockOutputStream and clickhouse-client send it: CityHash128 of
-    the frame, then method byte, compressed and uncompressed sizes, data.
-    Returns the bytes sent."""
-    data = bytearray(_block_info(revision))
-    for buffer in block:
-        data += buffer  # one copy of the block, where bytes() of each buffer and a join made two
-    frame = compressed_frame(data)
-    connection.fout.write(frame)
-    connection.fout.flush()
-    return len(frame)
+def read_ahead(items, depth):
+    """Iterates `items` in a thread, up to `depth` ahead, so that producing
+    the next item (reading, encoding and compressing a block: all release
+    the GIL) overlaps using this one. An exception in the thread is raised
+    here; closing the iteration stops the thread."""
+    pending = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
 
+    def put(entry):
+        while not stop.is_set():
+            try:
+                pending.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
-def compressed_frame(data):
-    body = lz4.block.compress(data, store_size=False)
-    frame = struct.pack("<BII", CompressionMethodByte.LZ4, _FRAME_HEADER + len(body), len(data)) + body
-    checksum = io.BytesIO()
-    write_binary_uint128(CityHash128(frame), checksum)
-    return checksum.getvalue() + frame
+    def produce():
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as exc:  # handed to the consumer
+            put((end, exc))
+
+    thread = threading.Thread(target=produce, name="insert-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = pending.get()
+            if item is end:
+                if error:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
