@@ -1,9 +1,11 @@
 """A marker in Redis.
 
 Key layout: `{prefix}:{network}:{date}:{window_days}:{step}`, for example
-`sot_ingestion:ethereum:2024-10-30:195:validate`. The value is the token the
-marker vouches for (for the validation steps, the id of the download they
-checked), so a marker whose token no longer matches counts as absent."""
+`sot_ingestion:ethereum:2024-10-30:195:cleanup`; the validation steps add the
+worker's host, `…:validate:{host}`, as they vouch for that host's download.
+The value is the token the marker vouches for (for the validation steps, the
+id of the download they checked), so a marker whose token no longer matches
+counts as absent."""
 import luigi
 
 DEFAULT_PREFIX = "sot_ingestion"

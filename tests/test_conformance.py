@@ -79,6 +79,7 @@ def scenario(engine, tmp_path):
     clickhouse.ensure_schema(engine, database)  # a second run changes nothing
     seen["tables"] = engine.execute(
         "SELECT name, engine FROM system.tables WHERE database = %(d)s ORDER BY name", {"d": database})
+    seen["table names"] = sorted(name for (name,) in engine.execute(*sql.table_names(database)))
 
     folder = write_snapshot(str(tmp_path / "sot"), NETWORK, DATE, WINDOW, make_snapshot(NETWORK, DATE, WINDOW, 300))
     seen["loaded"] = {t: load(engine, database, t, f"{folder}/{t}.parquet") for t in TABLES}
@@ -175,6 +176,7 @@ def test_every_statement_gives_the_same_results_on_both_generations(server1816, 
     assert (old["exists before"], old["exists after"]) == (False, True)
     assert [name for name, _ in old["tables"]] == sorted([*TABLES, "complete_days", "ingestion_markers"])
     assert {engine for _, engine in old["tables"]} == {"MergeTree", "ReplacingMergeTree", "View"}
+    assert old["table names"] == [name for name, _ in old["tables"]]
     assert old["loaded"] == old["reloaded"] == old["counts"] == {
         "raw_features": 300, "raw_alerts": 30, "raw_clusters": 3, "raw_address_labels": 15}
     assert old["staged not found"] == (None, None) and old["claimed"] is True and old["swapped in"] == 30

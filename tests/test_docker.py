@@ -318,7 +318,7 @@ def test_every_variable_of_env_example_is_given_to_the_worker_or_left_at_its_def
     left_at_default = {"REDIS_HOST", "REDIS_PORT", "REDIS_DB", "CLICKHOUSE_DATABASE", "CLICKHOUSE_SECURE",
                        "CLICKHOUSE_CA_CERTS", "CLICKHOUSE_VERIFY", "INGESTION_CONNECT_TIMEOUT",
                        "SOT_HOST", "SOT_PORT", "SOT_DATABASE", "SOT_USER", "SOT_PASSWORD", "SOT_SECURE",
-                       "INGESTION_COMPRESSION"}
+                       "INGESTION_COMPRESSION", "CLICKHOUSE_CLUSTER", "INGESTION_WORKER_HOST"}
     with open(os.path.join(REPO, ".env.example")) as stream:
         names = {line.split("=", 1)[0].strip() for line in stream if re.match(r"\s*[A-Z_][A-Z0-9_]*=", line)}
     assert names, ".env.example lists no variables"

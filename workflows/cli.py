@@ -8,13 +8,17 @@ import os
 import sys
 
 import luigi.cmdline
+from clickhouse_driver.errors import Error as ClickHouseError
 
 from targets import RedisMarkerTarget
+from targets.clickhouse_marker import loaded_days
 
-from . import scheduler
+from . import clickhouse, scheduler
 from .config import ConfigError, Settings, check_network
+from .errors import one_line
 from .meta import TABLES
 from .publish import publish
+from .resources import replica_clients
 from .sot import NotPublished, SourceUnavailable
 from .tasks import STEPS, Cleanup, day_tasks, describe_failure, last_failure_key, step_tasks, yesterday
 
@@ -62,7 +66,30 @@ def status(dates, networks, window_days, out=None):
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header) - 1)]
     for row in [header] + rows:
         out.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths + [0])).rstrip() + "\n")
+    settings = Settings.from_env()
+    if len(settings.clickhouse_replicas) > 1:
+        out.write("\nper replica of CLICKHOUSE_HOST (arrived: every table holds the rows its marker counted)\n")
+        for line in replica_states(settings, dates, networks, window_days):
+            out.write(line + "\n")
     out.write("\n" + STATUS_LEGEND + "\n")
+
+
+def replica_states(settings, dates, networks, window_days):
+    """One line per replica, network and day: whether the day has arrived
+    on that replica, read from it alone."""
+    for address, client in replica_clients(settings).items():
+        for network in networks:
+            database = settings.database_for(network)
+            try:
+                loaded = loaded_days(client, database, network, dates, window_days) \
+                    if clickhouse.database_exists(client, database) else {}
+            except (ClickHouseError, OSError) as exc:
+                yield f"{address}  {network}  down: {one_line(exc)}"
+                continue
+            for date in dates:
+                missing = [t for t in TABLES if t not in loaded.get(date, {})]
+                yield f"{address}  {network}  {date}  " + ("arrived" if not missing else
+                                                          "not yet: " + ", ".join(missing))
 
 
 def reset(network, date, window_days, step, table=None):

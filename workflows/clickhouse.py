@@ -23,7 +23,7 @@ from clickhouse_driver.writer import write_binary_str, write_binary_uint128
 
 from . import sql
 from .native import native_block
-from .schema import STAGING_PREFIX, TABLES
+from .schema import COMPLETE_DAYS_VIEW, MARKER_TABLE, STAGING_PREFIX, TABLES
 
 # A staging table older than this belongs to a load that died (a load of a
 # 5M-row file takes about a minute); the next load in the database drops it.
@@ -41,14 +41,20 @@ class DayCountMismatch(RuntimeError):
     """After the swap the day does not hold the rows that were loaded."""
 
 
-def ensure_schema(ch, database):
+def ensure_schema(ch, database, cluster=None):
     """Creates the database, the four tables, the marker table and the
-    complete_days view when missing."""
-    ch.execute(*sql.create_database(database))
+    complete_days view, on every replica of `cluster`, when any is missing
+    on the server `ch` talks to. Checked first, since DDL ON CLUSTER waits
+    for every replica: with one down, a run would wait out
+    distributed_ddl_task_timeout (180 s) and fail."""
+    wanted = {*TABLES, MARKER_TABLE, COMPLETE_DAYS_VIEW}
+    if wanted <= {name for (name,) in ch.execute(*sql.table_names(database))}:
+        return
+    ch.execute(*sql.create_database(database, cluster))
     for table in TABLES.values():
-        ch.execute(*sql.create_table(database, table))
-    ch.execute(*sql.create_marker_table(database))
-    ch.execute(*sql.create_complete_days_view(database, list(TABLES)))
+        ch.execute(*sql.create_table(database, table, cluster=cluster))
+    ch.execute(*sql.create_marker_table(database, cluster))
+    ch.execute(*sql.create_complete_days_view(database, list(TABLES), cluster))
 
 
 def database_exists(ch, database):

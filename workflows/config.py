@@ -2,6 +2,7 @@
 environment and a `.env` file, validated before any I/O."""
 import os
 import re
+import socket
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -23,6 +24,7 @@ DEFAULTS = {
     "CLICKHOUSE_SECURE": "0",
     "CLICKHOUSE_CA_CERTS": "",
     "CLICKHOUSE_VERIFY": "1",
+    "CLICKHOUSE_CLUSTER": "",  # none: one server, plain MergeTree
     "SOT_URL": "",
     "SOT_S3_ENDPOINT": "",  # AWS
     "SOT_S3_REGION": "us-east-1",
@@ -34,6 +36,7 @@ DEFAULTS = {
     "SOT_PASSWORD": "",
     "SOT_SECURE": "0",
     "SOT_DOWNLOAD_DIR": "/tmp/sot_data",
+    "INGESTION_WORKER_HOST": "",  # this machine's host name
     "INGESTION_NETWORKS": "ethereum,bitcoin,torus",
     "INGESTION_WINDOW_DAYS": "195",
     "INGESTION_RETRY_ATTEMPTS": "3",
@@ -85,14 +88,14 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     redis_url: str
-    clickhouse_host: str
-    clickhouse_port: int
+    clickhouse_replicas: tuple  # ((host, port), ...): the first, then the others in turn when it is down
     clickhouse_user: str
     clickhouse_password: str
     clickhouse_database: str
     clickhouse_secure: bool
     clickhouse_ca_certs: str
     clickhouse_verify: bool
+    clickhouse_cluster: str
     sot_url: str
     sot_s3_endpoint: str
     sot_s3_region: str
@@ -104,6 +107,7 @@ class Settings:
     sot_password: str
     sot_secure: bool
     download_dir: str
+    worker_host: str
     networks: tuple
     window_days: int
     retry_attempts: int
@@ -112,6 +116,19 @@ class Settings:
     connect_timeout: int
     compression: str | None
     alert_webhook_url: str
+
+    @property
+    def clickhouse_host(self):
+        return self.clickhouse_replicas[0][0]
+
+    @property
+    def clickhouse_port(self):
+        return self.clickhouse_replicas[0][1]
+
+    @property
+    def clickhouse_address(self):
+        """The replicas as host:port, for messages."""
+        return ", ".join(f"{host}:{port}" for host, port in self.clickhouse_replicas)
 
     def database_for(self, network):
         return self.clickhouse_database.replace("{network}", check_network(network))
@@ -140,15 +157,15 @@ class Settings:
         secure, sot_secure = _flag(env, "CLICKHOUSE_SECURE"), _flag(env, "SOT_SECURE")
         return cls(
             redis_url=env["REDIS_URL"] or _redis_url_from_parts(env),
-            clickhouse_host=env["CLICKHOUSE_HOST"],
-            clickhouse_port=_integer(env, "CLICKHOUSE_PORT", 1, 65535) if env["CLICKHOUSE_PORT"] else
-            (9440 if secure else 9000),
+            clickhouse_replicas=_replicas(env, _integer(env, "CLICKHOUSE_PORT", 1, 65535) if env["CLICKHOUSE_PORT"]
+                                          else (9440 if secure else 9000)),
             clickhouse_user=env["CLICKHOUSE_USER"],
             clickhouse_password=env["CLICKHOUSE_PASSWORD"],
             clickhouse_database=_database_template(env, "CLICKHOUSE_DATABASE"),
             clickhouse_secure=secure,
             clickhouse_ca_certs=env["CLICKHOUSE_CA_CERTS"],
             clickhouse_verify=_flag(env, "CLICKHOUSE_VERIFY"),
+            clickhouse_cluster=_name(env, "CLICKHOUSE_CLUSTER"),
             sot_url=env["SOT_URL"],
             sot_s3_endpoint=env["SOT_S3_ENDPOINT"],
             sot_s3_region=env["SOT_S3_REGION"],
@@ -160,6 +177,7 @@ class Settings:
             sot_password=env["SOT_PASSWORD"],
             sot_secure=sot_secure,
             download_dir=env["SOT_DOWNLOAD_DIR"],
+            worker_host=_name(env, "INGESTION_WORKER_HOST") or socket.gethostname(),
             networks=networks,
             window_days=_integer(env, "INGESTION_WINDOW_DAYS", 1, 65535),
             retry_attempts=_integer(env, "INGESTION_RETRY_ATTEMPTS", 1, 1000),
@@ -202,6 +220,25 @@ def _compression(env):
     if text not in ("lz4", "none"):
         raise ConfigError(f"INGESTION_COMPRESSION: {env['INGESTION_COMPRESSION']!r} is not lz4 or none")
     return None if text == "none" else text
+
+
+def _replicas(env, default_port):
+    """CLICKHOUSE_HOST: host[:port], comma-separated; a host without a port has CLICKHOUSE_PORT's."""
+    replicas = []
+    for entry in (e.strip() for e in env["CLICKHOUSE_HOST"].split(",")):
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?::([0-9]{1,5}))?", entry)
+        if not match or not 0 < int(match[2] or default_port) < 65536:
+            raise ConfigError(f"CLICKHOUSE_HOST: {entry!r} is not host or host:port")
+        replicas.append((match[1], int(match[2] or default_port)))
+    return tuple(replicas)
+
+
+def _name(env, variable):
+    """A cluster or host name, or empty."""
+    name = env[variable]
+    if name and not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"{variable}: {name!r} is not a name (letters, digits, _ . -)")
+    return name
 
 
 def _database_template(env, name):

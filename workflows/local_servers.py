@@ -21,7 +21,7 @@ CLICKHOUSE_CONFIG = """<?xml version="1.0"?>
     <default_profile>default</default_profile>
     <default_database>default</default_database>
     <timezone>UTC</timezone>
-    <mark_cache_size>268435456</mark_cache_size>{tls}
+    <mark_cache_size>268435456</mark_cache_size>{tls}{replica}
 </yandex>
 """
 
@@ -139,6 +139,32 @@ class Server:
                 self.process.wait()
 
 
+# One replica of a one-shard cluster: the other replicas fetch its parts over
+# interserver HTTP, ZooKeeper keeps them in step and queues ON CLUSTER DDL.
+CLICKHOUSE_REPLICA = """
+    <interserver_http_port>{interserver_port}</interserver_http_port>
+    <interserver_http_host>127.0.0.1</interserver_http_host>
+    <remote_servers><{cluster}><shard>
+        <internal_replication>true</internal_replication>{replicas}
+    </shard></{cluster}></remote_servers>
+    <zookeeper><node index="1"><host>127.0.0.1</host><port>{zookeeper_port}</port></node></zookeeper>
+    <macros><shard>01</shard><replica>{name}</replica></macros>
+    <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>"""
+
+ZOOKEEPER_CONFIG = """tickTime=2000
+dataDir={root}/zookeeper
+clientPort={port}
+clientPortAddress=127.0.0.1
+admin.enableServer=false
+4lw.commands.whitelist=srvr
+maxClientCnxns=0
+"""
+# Debian's zookeeper package: its jar's manifest brings in the rest
+ZOOKEEPER_CLASSPATH = "/usr/share/java/zookeeper.jar"
+ZOOKEEPER_JAVA_OPTIONS = ["-Xms16m", "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
+                          "-Dzookeeper.jmx.log4j.disable=true"]
+
+
 def redis_server(root, port, tls=None, password=None):
     """With `tls` = (certificate, key) it serves only TLS, on `port`."""
     listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", tls[0], "--tls-key-file", tls[1],
@@ -149,9 +175,11 @@ def redis_server(root, port, tls=None, password=None):
                   lambda: _port_open(port))
 
 
-def clickhouse_server(root, port, http_port, tls=None, password=None):
+def clickhouse_server(root, port, http_port, tls=None, password=None, replica=None):
     """With `tls` = (secure_port, certificate, key) it serves TLS on secure_port
-    too; with `password` its default user needs that password."""
+    too; with `password` its default user needs that password; with
+    `replica` = {name, cluster, interserver_port, zookeeper_port, ports (the
+    native ports of every replica)} it is that replica of a one-shard cluster."""
     config = os.path.join(root, "clickhouse.xml")
     users = "/etc/clickhouse-server/users.xml"
     if password:
@@ -160,12 +188,34 @@ def clickhouse_server(root, port, http_port, tls=None, password=None):
             stream.write(CLICKHOUSE_USERS.format(password=password))
     secure = CLICKHOUSE_TLS.format(port=tls[0], certificate=tls[1], key=tls[2]) if tls else ""
     with open(config, "w") as stream:
-        stream.write(CLICKHOUSE_CONFIG.format(root=root, tcp_port=port, http_port=http_port, tls=secure, users=users))
+        stream.write(CLICKHOUSE_CONFIG.format(root=root, tcp_port=port, http_port=http_port, tls=secure, users=users,
+                                              replica=_replica_config(**replica) if replica else ""))
 
     def ready():
         return urllib.request.urlopen(f"http://127.0.0.1:{http_port}/ping", timeout=1).read().strip() == b"Ok."
 
     return Server("clickhouse", root, ["clickhouse-server", f"--config-file={config}"], ready)
+
+
+def _replica_config(name, cluster, interserver_port, zookeeper_port, ports):
+    replicas = "".join(f"\n        <replica><host>127.0.0.1</host><port>{p}</port></replica>" for p in ports)
+    return CLICKHOUSE_REPLICA.format(name=name, cluster=cluster, interserver_port=interserver_port,
+                                     zookeeper_port=zookeeper_port, replicas=replicas)
+
+
+def zookeeper_server(root, port):
+    """A standalone ZooKeeper from Debian's package (a test dependency)."""
+    config = os.path.join(root, "zoo.cfg")
+    with open(config, "w") as stream:
+        stream.write(ZOOKEEPER_CONFIG.format(root=root, port=port))
+
+    def ready():  # "ruok" answers before it serves; "srvr" says when it does
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"srvr")
+            return b"Mode: standalone" in sock.recv(4096)
+
+    return Server("zookeeper", root, ["java", *ZOOKEEPER_JAVA_OPTIONS, "-cp", ZOOKEEPER_CLASSPATH,
+                                      "org.apache.zookeeper.server.quorum.QuorumPeerMain", config], ready)
 
 
 def luigid_server(root, port, luigi_config=None, stock=False, env=None, cwd=None):

@@ -44,16 +44,24 @@ def redis_address(client):
 def clickhouse_client(settings):
     """The ClickHouse the pipeline loads into."""
     s = settings
-    return _clickhouse(s.clickhouse_host, s.clickhouse_port, s.clickhouse_user, s.clickhouse_password,
-                       s.clickhouse_secure, s.clickhouse_ca_certs, s.clickhouse_verify, s.connect_timeout,
-                       s.compression)
+    return _clickhouse(s.clickhouse_replicas, s.clickhouse_user, s.clickhouse_password, s.clickhouse_secure,
+                       s.clickhouse_ca_certs, s.clickhouse_verify, s.connect_timeout, s.compression)
+
+
+def replica_clients(settings):
+    """{host:port: client} of each replica of CLICKHOUSE_HOST on its own, for `status`."""
+    s = settings
+    return {f"{host}:{port}": _clickhouse(((host, port),), s.clickhouse_user, s.clickhouse_password,
+                                          s.clickhouse_secure, s.clickhouse_ca_certs, s.clickhouse_verify,
+                                          s.connect_timeout, s.compression, connect=False)
+            for host, port in s.clickhouse_replicas}
 
 
 def sot_clickhouse_client(settings):
     """The SOT ClickHouse that snapshots are exported from (SOT_URL=clickhouse://, publish)."""
     s = settings
     try:
-        return _clickhouse(s.sot_host, s.sot_port, s.sot_user, s.sot_password, s.sot_secure, "", True,
+        return _clickhouse(((s.sot_host, s.sot_port),), s.sot_user, s.sot_password, s.sot_secure, "", True,
                            s.connect_timeout, s.compression)
     except (ClickHouseError, OSError) as exc:
         if _answers_http(s.sot_host, s.sot_port, s.connect_timeout):
@@ -62,12 +70,17 @@ def sot_clickhouse_client(settings):
         raise SourceUnavailable(f"SOT ClickHouse {s.sot_host}:{s.sot_port}: {one_line(exc)}") from None
 
 
-def _clickhouse(host, port, user, password, secure, ca_certs, verify, connect_timeout, compression):
-    return _cached(
-        ("clickhouse", host, port, user, password, secure, ca_certs, verify, connect_timeout, compression),
-        lambda: _connected(Client(
+def _clickhouse(replicas, user, password, secure, ca_certs, verify, connect_timeout, compression, connect=True):
+    """A client of the first of `replicas` ((host, port), ...) that turns to
+    the next when one does not answer (clickhouse-driver's alt_hosts);
+    connected now unless not `connect`."""
+    (host, port), others = replicas[0], replicas[1:]
+
+    def make():
+        client = Client(
             host=host,
             port=port,
+            alt_hosts=",".join(f"{h}:{p}" for h, p in others) or None,
             user=user,
             password=password,
             secure=secure,
@@ -77,8 +90,10 @@ def _clickhouse(host, port, user, password, secure, ca_certs, verify, connect_ti
             connect_timeout=connect_timeout,
             send_receive_timeout=connect_timeout,
             compression=compression or False,
-        )),
-    )
+        )
+        return _connected(client) if connect else client
+    return _cached(("clickhouse", replicas, user, password, secure, ca_certs, verify, connect_timeout, compression,
+                    connect), make)
 
 
 def _answers_http(host, port, timeout):

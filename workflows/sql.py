@@ -26,41 +26,62 @@ def database_exists(database):
     return "SELECT count() FROM system.databases WHERE name = %(database)s", {"database": database}
 
 
-def create_database(database):
-    return f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}", None
+def _on_cluster(cluster):
+    return f" ON CLUSTER {quote_identifier(cluster)}" if cluster else ""
 
 
-def create_table(database, table: Table, name=None):
-    """The table of contract section 5, or under `name` an empty table of the
-    same structure for staging one load. The engine is spelled out, never
-    copied with `CREATE TABLE ... AS`, so a staging table is always a local
-    MergeTree whatever the engine of the table it feeds."""
+def _engine(engine, database, table, cluster, *arguments):
+    """`engine`, or on a cluster its Replicated form, kept in step through
+    ZooKeeper under a path of the shard's, one replica per server (the
+    servers' {shard} and {replica} macros)."""
+    if cluster:
+        engine = f"Replicated{engine}"
+        arguments = (f"'/clickhouse/tables/{{shard}}/{database}/{table}'", "'{replica}'", *arguments)
+    return f"{engine}({', '.join(arguments)})"
+
+
+def table_names(database):
+    """The tables and views of a database (none when it is missing)."""
+    return "SELECT name FROM system.tables WHERE database = %(database)s", {"database": database}
+
+
+def create_database(database, cluster=None):
+    return f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}{_on_cluster(cluster)}", None
+
+
+def create_table(database, table: Table, name=None, cluster=None):
+    """The table of contract section 5 (on every replica of `cluster`), or
+    under `name` an empty table of the same structure for staging one load.
+    The engine is spelled out, never copied with `CREATE TABLE ... AS`, so a
+    staging table is always a local MergeTree whatever the engine of the
+    table it feeds."""
     columns = ",\n    ".join(
         f"{quote_identifier(c.name)} {c.type}" + (f" DEFAULT {c.default}" if c.default else "")
         for c in table.columns
     )
+    cluster = None if name else cluster
     return (
-        f"CREATE TABLE IF NOT EXISTS {_name(database, name or table.name)} (\n    {columns}\n)"
-        f" ENGINE = MergeTree() PARTITION BY (processing_date, window_days)"
-        f" ORDER BY ({', '.join(table.order_by)})"
+        f"CREATE TABLE IF NOT EXISTS {_name(database, name or table.name)}{_on_cluster(cluster)} (\n    {columns}\n)"
+        f" ENGINE = {_engine('MergeTree', database, table.name, cluster)}"
+        f" PARTITION BY (processing_date, window_days) ORDER BY ({', '.join(table.order_by)})"
     ), None
 
 
-def create_marker_table(database):
+def create_marker_table(database, cluster=None):
     columns = ",\n    ".join(f"{name} {type_}" for name, type_ in MARKER_COLUMNS)
     return (
-        f"CREATE TABLE IF NOT EXISTS {_name(database, MARKER_TABLE)} (\n    {columns}\n)"
-        f" ENGINE = ReplacingMergeTree(version)"
+        f"CREATE TABLE IF NOT EXISTS {_name(database, MARKER_TABLE)}{_on_cluster(cluster)} (\n    {columns}\n)"
+        f" ENGINE = {_engine('ReplacingMergeTree', database, MARKER_TABLE, cluster, 'version')}"
         f" ORDER BY (network, processing_date, window_days, table_name)"
     ), None
 
 
-def create_complete_days_view(database, tables):
+def create_complete_days_view(database, tables, cluster=None):
     """`complete_days`: the (network, processing_date, window_days) whose
     tables are all loaded, for readers, since each table is swapped in on its own."""
     listed = ", ".join(f"'{name}'" for name in tables)
     return (
-        f"CREATE VIEW IF NOT EXISTS {_name(database, COMPLETE_DAYS_VIEW)} AS"
+        f"CREATE VIEW IF NOT EXISTS {_name(database, COMPLETE_DAYS_VIEW)}{_on_cluster(cluster)} AS"
         " SELECT network, processing_date, window_days FROM ("
         " SELECT network, processing_date, window_days, table_name"
         f" FROM {_name(database, MARKER_TABLE)} WHERE table_name IN ({listed})"

@@ -44,6 +44,9 @@ ARRIVED_CHECKSUMS = ".arrived.json"  # {filename: "algorithm:hex"} of the bytes 
 MAX_REFETCHES = 3  # downloads removed under a waiting step before it gives up
 LAST_FAILURE_KEPT_SECONDS = 30 * 86400
 STEPS = ("download", "validate", "checksums", "load", "cleanup")  # in the order they run
+# luigid runs at most [resources] clickhouse_loads (luigi.cfg) of the steps
+# that load into ClickHouse at once, whatever the number of workers and hosts
+LOAD_RESOURCE = "clickhouse_loads"
 
 
 def configured(read, *args):
@@ -161,9 +164,9 @@ class IngestionTask(luigi.Task):
     @property
     def clickhouse(self):
         ch = clickhouse_client(self.settings)
-        key = (os.getpid(), self.settings.clickhouse_host, self.settings.clickhouse_port, self.database)
+        key = (os.getpid(), self.settings.clickhouse_replicas, self.database)
         if key not in self._schemas_ready:
-            clickhouse.ensure_schema(ch, self.database)
+            clickhouse.ensure_schema(ch, self.database, self.settings.clickhouse_cluster)
             self._schemas_ready.add(key)
         return ch
 
@@ -192,6 +195,12 @@ class IngestionTask(luigi.Task):
 
     def redis_marker(self, step, token):
         return RedisMarkerTarget(self.redis, marker_key(self.network, self.date, self.window_days, step), token)
+
+    def download_marker(self, step):
+        """A marker that vouches for this host's download (its id the token):
+        each host under one luigid downloads and checks its own copy, and
+        none overwrites another's."""
+        return self.redis_marker(f"{step}:{self.settings.worker_host}", self.download_id())
 
     def bad_input(self, filename, reason):
         return SnapshotError(self.network, self.date.isoformat(), filename, reason)
@@ -240,7 +249,7 @@ class IngestionTask(luigi.Task):
             return self.is_complete()
         except (redis.RedisError, ClickHouseError, OSError) as exc:
             server = (f"Redis {redis_address(self.redis)}" if isinstance(exc, redis.RedisError) else
-                      f"ClickHouse {self.settings.clickhouse_host}:{self.settings.clickhouse_port}")
+                      f"ClickHouse {self.settings.clickhouse_address}")
             reason = f"{self.network} {self.date}: cannot check {self.task_family}: {server}: {one_line(exc)}"
             if not IngestionTask._unavailable_noticed:
                 IngestionTask._unavailable_noticed = True
@@ -395,7 +404,7 @@ class ValidateMeta(IngestionTask):
 
     def output(self):
         # vouches for the download it checked, and only while that is on disk
-        return self.redis_marker("validate", self.download_id())
+        return self.download_marker("validate")
 
     def execute(self):
         self.meta()
@@ -409,11 +418,13 @@ class VerifyChecksums(IngestionTask):
     its own, which LoadTable then swaps in, so each file is decoded once. A
     table already loaded is checked without being staged."""
 
+    resources = {LOAD_RESOURCE: 1}
+
     def requires(self):
         return ValidateMeta(self.network, self.date, self.window_days)
 
     def output(self):
-        return self.redis_marker("checksums", self.download_id())
+        return self.download_marker("checksums")
 
     def execute(self):
         entries = list(self.meta().values())
@@ -482,6 +493,7 @@ class LoadTable(IngestionTask):
     """Replaces the table's (processing_date, window_days) slice with the file's rows."""
 
     table = luigi.ChoiceParameter(choices=TABLES, description="the table to load: " + ", ".join(TABLES))
+    resources = {LOAD_RESOURCE: 1}
 
     def requires(self):
         return VerifyChecksums(self.network, self.date, self.window_days)
@@ -532,7 +544,9 @@ class Cleanup(IngestionTask):
         return self.redis_marker("cleanup", "done")
 
     def is_complete(self):
-        return self.date in self.done_dates([self])
+        # and this host holds no copy of the day: a host under the same
+        # luigid that downloaded it too removes its own at its next run
+        return self.date in self.done_dates([self]) and not os.path.isdir(self.download_dir)
 
     @staticmethod
     def day_states(cleanups, read_only=False):
