@@ -23,7 +23,8 @@ default 1,000,000):
       start to exit, against the floor for the same work measured in this
       run: `cp` of the snapshot + `sha256sum` of its files + clickhouse-client
       inserting the four tables in Native format (b); and the peak RSS of that
-      whole process (at BENCH_RSS_ROWS too, when set).
+      whole process, with its private memory and library pages sampled (at
+      BENCH_RSS_ROWS too, when set).
 
 It prints a table with PASS/MISS against the targets and writes the figures
 to bench/results/bench-<UTC time>.json and bench/results/latest.json.
@@ -427,15 +428,36 @@ def measure_rundaily(ch, servers, work, rows):
 # ---------------------------------------------------------------- (g) RunDaily against the floor
 
 
+def _memory_mb(pid):
+    """(RssAnon, RssFile) of a process in MB: its own memory, and the pages of
+    mapped files (the libraries) that count in its RSS."""
+    with open(f"/proc/{pid}/status") as stream:
+        fields = dict(line.split(":", 1) for line in stream)
+    return tuple(int(fields[name].split()[0]) / 1024 for name in ("RssAnon", "RssFile"))
+
+
 def _run_and_measure(command, env):
     """Runs in a spawned process: `command`; returns its seconds, status and
     peak RSS (getrusage of this process's only child: with one worker and a
-    local scheduler, luigi runs every task in that one process)."""
+    local scheduler, luigi runs every task in that one process), and, sampled
+    every 20 ms, its peak private memory and the library pages at that peak.
+    The library pages depend on the page cache: files pip has just written
+    sit there in large folios, and each mapped page of them counts."""
     start = time.perf_counter()
-    status = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    private, files = 0.0, 0.0
+    while process.poll() is None:
+        try:
+            sample = _memory_mb(process.pid)
+        except (OSError, KeyError, ValueError):  # the process is exiting
+            sample = (0.0, 0.0)
+        if sample[0] > private:
+            private, files = sample
+        time.sleep(0.02)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "status": status,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    return {"seconds": seconds, "status": process.returncode,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "peak_private_mb": private, "file_pages_at_peak_mb": files}
 
 
 def whole_rundaily(ch, servers, work, sot, date):
@@ -469,6 +491,7 @@ def measure_against_floor(ch, servers, work, paths, reference, checksums):
     return {"floor_seconds": floor, "cp_seconds": cp_seconds, "sha256sum_seconds": sha_seconds,
             "clickhouse_client_seconds": insert_seconds, "rundaily_seconds": run["seconds"],
             "ratio": run["seconds"] / floor, "peak_rss_mb": run["peak_rss_mb"],
+            "peak_private_mb": run["peak_private_mb"], "file_pages_at_peak_mb": run["file_pages_at_peak_mb"],
             "key_order_floor_seconds": key_order_floor, "key_order_ratio": run["seconds"] / key_order_floor}
 
 
@@ -596,10 +619,12 @@ def report(results):
       f" + clickhouse-client {g['clickhouse_client_seconds']:.1f}): {g['ratio']:.2f}x")
     p(f"    (the floor with rows sorted by the table's key, which the server need not sort:"
       f" {g['key_order_floor_seconds']:.1f} s, {g['key_order_ratio']:.2f}x)")
-    p(f"    peak RSS of the whole RunDaily process: {g['peak_rss_mb']:.0f} MB")
+    p(f"    peak RSS of the whole RunDaily process: {g['peak_rss_mb']:.0f} MB (sampled: private memory at most"
+      f" {g['peak_private_mb']:.0f} MB, with {g['file_pages_at_peak_mb']:.0f} MB of library pages then)")
     big_run = results.get("rundaily_large")
     if big_run:
-        p(f"    at {big_run['rows']:,} feature rows: {big_run['peak_rss_mb']:.0f} MB ({big_run['seconds']:.1f} s)")
+        p(f"    at {big_run['rows']:,} feature rows: {big_run['peak_rss_mb']:.0f} MB ({big_run['seconds']:.1f} s;"
+          f" private {big_run['peak_private_mb']:.0f} MB, library pages {big_run['file_pages_at_peak_mb']:.0f} MB)")
     p("")
     p("Targets")
     for t in results["targets"]:
