@@ -48,13 +48,28 @@ def ensure_schema(ch, database, cluster=None):
     for every replica: with one down, a run would wait out
     distributed_ddl_task_timeout (180 s) and fail."""
     wanted = {*TABLES, MARKER_TABLE, COMPLETE_DAYS_VIEW}
-    if wanted <= {name for (name,) in ch.execute(*sql.table_names(database))}:
+    if wanted <= {name for (name,) in listed(ch, sql.table_names(database))}:
         return
     ch.execute(*sql.create_database(database, cluster))
     for table in TABLES.values():
         ch.execute(*sql.create_table(database, table, cluster=cluster))
     ch.execute(*sql.create_marker_table(database, cluster))
     ch.execute(*sql.create_complete_days_view(database, list(TABLES), cluster))
+
+
+def listed(ch, statement, attempts=5):
+    """The rows of a query on system.tables. ClickHouse 18.16 fails one when a
+    table it lists is dropped or renamed while it reads (a concurrent load's
+    staging table): UNKNOWN_TABLE, or "File not found" for its metadata file.
+    Reading again gets a consistent list."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return ch.execute(*statement)
+        except ServerException as exc:
+            gone = exc.code == ErrorCodes.UNKNOWN_TABLE or (
+                exc.code == ErrorCodes.POCO_EXCEPTION and "File not found" in exc.message)
+            if not gone or attempt == attempts:
+                raise
 
 
 def database_exists(ch, database):
@@ -104,7 +119,7 @@ def _alive(pid):
 
 def sweep_staging(ch, database, max_age_seconds=STAGING_MAX_AGE_SECONDS):
     """Drops the staging tables that dead loads left; returns their names."""
-    stale = [name for name, age in ch.execute(*sql.staging_tables(database))
+    stale = [name for name, age in listed(ch, sql.staging_tables(database))
              if abandoned(name, age, max_age_seconds)]
     for name in stale:
         drop_table(ch, database, name)
@@ -142,7 +157,7 @@ def claim_staged(ch, database, table_name, date, window_days, download_id, rows)
     staged through another replica, taken by a concurrent load). The caller
     drops it (dropped_after)."""
     prefix = _staged_prefix(table_name, date, window_days, download_id)
-    for name, _ in ch.execute(*sql.staging_tables(database)):
+    for name, _ in listed(ch, sql.staging_tables(database)):
         if not name.startswith(prefix):
             continue
         mine = staging_name(table_name, date, window_days)
@@ -162,7 +177,7 @@ def drop_staged(ch, database, date, window_days, download_id):
     """Drops what is left staged from `download_id` (a concurrent run's
     stage that no load needed); returns the names."""
     prefixes = tuple(_staged_prefix(t, date, window_days, download_id) for t in TABLES)
-    left = [name for name, _ in ch.execute(*sql.staging_tables(database)) if name.startswith(prefixes)]
+    left = [name for name, _ in listed(ch, sql.staging_tables(database)) if name.startswith(prefixes)]
     for name in left:
         drop_table(ch, database, name)
     return left
