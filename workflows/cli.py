@@ -40,7 +40,7 @@ def day_range(first, last):
     return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def status(dates, networks, window_days, out=None):
+def status(dates, networks, window_days, out=None, settings=None):
     """A table of network x day: each step done or not, rows loaded per
     table, and the day's state with its last failure. Reads only: creates
     no database or table."""
@@ -66,7 +66,7 @@ def status(dates, networks, window_days, out=None):
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header) - 1)]
     for row in [header] + rows:
         out.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths + [0])).rstrip() + "\n")
-    settings = Settings.from_env()
+    settings = settings or Settings.from_env()
     if len(settings.clickhouse_replicas) > 1:
         out.write("\nper replica of CLICKHOUSE_HOST (arrived: every table holds the rows its marker counted)\n")
         for line in replica_states(settings, dates, networks, window_days):
@@ -240,7 +240,7 @@ def main(argv=None):
                 parser.error("--date goes without --from/--to")
             dates = args.date or (day_range(args.first or args.last or yesterday(), args.last or yesterday())
                                   if args.first or args.last else [yesterday()])
-            status(dates, networks, window_days)
+            status(dates, networks, window_days, settings=settings)
             return 0
         if args.table and args.step not in (None, "load"):
             parser.error("--table goes with --step load")

@@ -85,16 +85,12 @@ def staging_name(table_name, date, window_days, download_id=None):
     day never share one. It carries the host, and the process that drops it
     when done, or, for a table staged ahead of its swap (keep_staged), `d`
     and the download it was staged from."""
+    return f"{_owned_prefix(table_name, date, window_days, download_id)}{uuid.uuid4().hex[:6]}"
+
+
+def _owned_prefix(table_name, date, window_days, download_id=None):
     owner = f"d{download_id[:12]}" if download_id else str(os.getpid())
-    return f"{_day_prefix(table_name, date, window_days)}{HOST_TAG}_{owner}_{uuid.uuid4().hex[:6]}"
-
-
-def _day_prefix(table_name, date, window_days):
-    return f"{STAGING_PREFIX}{table_name}_{date:%Y%m%d}_{int(window_days)}_"
-
-
-def _staged_prefix(table_name, date, window_days, download_id):
-    return f"{_day_prefix(table_name, date, window_days)}{HOST_TAG}_d{download_id[:12]}_"
+    return f"{STAGING_PREFIX}{table_name}_{date:%Y%m%d}_{int(window_days)}_{HOST_TAG}_{owner}_"
 
 
 def abandoned(name, age_seconds, max_age_seconds=STAGING_MAX_AGE_SECONDS):
@@ -156,7 +152,7 @@ def claim_staged(ch, database, table_name, date, window_days, download_id, rows)
     this process dies; None when there is none holding `rows` rows (swept,
     staged through another replica, taken by a concurrent load). The caller
     drops it (dropped_after)."""
-    prefix = _staged_prefix(table_name, date, window_days, download_id)
+    prefix = _owned_prefix(table_name, date, window_days, download_id)
     for name, _ in listed(ch, sql.staging_tables(database)):
         if not name.startswith(prefix):
             continue
@@ -176,7 +172,7 @@ def claim_staged(ch, database, table_name, date, window_days, download_id, rows)
 def drop_staged(ch, database, date, window_days, download_id):
     """Drops what is left staged from `download_id` (a concurrent run's
     stage that no load needed); returns the names."""
-    prefixes = tuple(_staged_prefix(t, date, window_days, download_id) for t in TABLES)
+    prefixes = tuple(_owned_prefix(t, date, window_days, download_id) for t in TABLES)
     left = [name for name, _ in listed(ch, sql.staging_tables(database)) if name.startswith(prefixes)]
     for name in left:
         drop_table(ch, database, name)

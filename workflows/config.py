@@ -118,10 +118,6 @@ class Settings:
     alert_webhook_url: str
 
     @property
-    def clickhouse_host(self):
-        return self.clickhouse_replicas[0][0]
-
-    @property
     def clickhouse_port(self):
         return self.clickhouse_replicas[0][1]
 

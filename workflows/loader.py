@@ -120,7 +120,7 @@ def load_parquet(ch, database, table, path, date, window_days, network, on_progr
     with clickhouse.staging_table(ch, database, table, date, window_days) as staging:
         rows = stage_parquet(ch, database, table, path, staging, date, window_days, network, on_progress,
                              allow_empty, insert)
-        swap_in(ch, database, table, staging, date, window_days, rows, allow_empty)
+        clickhouse.swap_day(ch, database, table.name, staging, date, window_days, rows)  # checked as it staged
     return rows
 
 
@@ -148,7 +148,9 @@ def stage_parquet(ch, database, table, path, staging, date, window_days, network
 
 
 def swap_in(ch, database, table, staging, date, window_days, rows, allow_empty=False):
-    """Makes the `rows` rows staged in `staging` the table's day, atomically."""
+    """Makes the `rows` rows staged in `staging` the table's day, atomically;
+    the day may have changed since they were staged, so the guard of
+    stage_parquet is applied again."""
     refuse_likely_export_bug(ch, database, table, date, window_days, rows, allow_empty)
     clickhouse.swap_day(ch, database, table.name, staging, date, window_days, rows)
 

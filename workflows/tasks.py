@@ -449,9 +449,9 @@ class VerifyChecksums(IngestionTask):
                 self.stage_or_check(entry, paths[entry.filename], staged.get(entry.table),
                                     checked, sizes[entry.filename], total)
                 checked += sizes[entry.filename]
+            download = self.download_id()
             for table, name in staged.items():
-                clickhouse.keep_staged(ch, self.database, name, table, self.date, self.window_days,
-                                       self.download_id())
+                clickhouse.keep_staged(ch, self.database, name, table, self.date, self.window_days, download)
         self.output().touch()
 
     def verify_checksums(self, entries, paths):
@@ -546,7 +546,7 @@ class Cleanup(IngestionTask):
     def is_complete(self):
         # and this host holds no copy of the day: a host under the same
         # luigid that downloaded it too removes its own at its next run
-        return self.date in self.done_dates([self]) and not os.path.isdir(self.download_dir)
+        return not os.path.isdir(self.download_dir) and self.date in self.done_dates([self])
 
     @staticmethod
     def day_states(cleanups, read_only=False):
