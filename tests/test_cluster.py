@@ -219,10 +219,11 @@ def test_two_worker_hosts_under_one_luigid_download_once_each_and_load_each_tabl
     watcher.join(10)
 
     # 25, luigi's "not granted run permission", is what a worker exits with
-    # when another one did tasks it had found to do: luigi cannot tell that
-    # from a task luigid gave up on (README, "Workers on several hosts")
-    codes = sorted(run.returncode for run in runs.values())
-    assert codes in ([0, 0], [0, 25]), {name: out[-3000:] for name, out in outputs.items()}
+    # when another one did tasks it had found to do, and with interleaved
+    # tasks both can: luigi cannot tell that from a task luigid gave up on
+    # (README, "Workers on several hosts"); luigid shows no task failed or given up
+    assert {run.returncode for run in runs.values()} <= {0, 25}, {n: out[-3000:] for n, out in outputs.items()}
+    assert luigid_tasks(luigid, "FAILED") == {} and luigid_tasks(luigid, "DISABLED") == {}
     assert not [out for out in outputs.values() if re.search(r"\* \d+ failed", out)]
     for network, tables in published.items():
         db = database.replace("ethereum", network)
