@@ -14,7 +14,7 @@ from targets import RedisMarkerTarget
 from targets.clickhouse_marker import loaded_days
 
 from . import clickhouse, scheduler
-from .config import ConfigError, Settings, check_network
+from .config import ConfigError, Settings, check_network, known_network
 from .errors import one_line
 from .meta import TABLES
 from .publish import publish
@@ -161,14 +161,9 @@ def _days(text):
     return value
 
 
-def known_network(name, settings, force):
-    """A configured network, or with --force any well-formed name: a typo
-    must not be taken for a new network."""
-    check_network(name)
-    if name not in settings.networks and not force:
-        raise ConfigError(f"network {name!r} is not in INGESTION_NETWORKS ({', '.join(settings.networks)});"
-                          " --force to use it anyway")
-    return name
+def network_of_command(name, settings, force):
+    """A configured network, or with --force any well-formed name."""
+    return check_network(name) if force else known_network(name, settings, "; --force to use it anyway")
 
 
 def command_line():
@@ -231,10 +226,10 @@ def main(argv=None):
             return 0
         window_days = args.window_days or settings.window_days
         if args.command == "publish":
-            return publish_day(settings, known_network(args.network, settings, args.force), args.date, window_days,
+            return publish_day(settings, network_of_command(args.network, settings, args.force), args.date, window_days,
                                args.to)
         if args.command == "status":
-            networks = [known_network(n, settings, args.force) for n in args.network] if args.network \
+            networks = [network_of_command(n, settings, args.force) for n in args.network] if args.network \
                 else settings.networks
             if args.date and (args.first or args.last):
                 parser.error("--date goes without --from/--to")
@@ -244,7 +239,7 @@ def main(argv=None):
             return 0
         if args.table and args.step not in (None, "load"):
             parser.error("--table goes with --step load")
-        network = known_network(args.network, settings, args.force)
+        network = network_of_command(args.network, settings, args.force)
         step = args.step or ("load" if args.table else "download")
         removed = reset(network, args.date, window_days, step, args.table)
         for task in removed:

@@ -150,6 +150,7 @@ class Settings:
             raise ConfigError("INGESTION_NETWORKS is empty")
         for network in networks:
             check_network(network, variable="INGESTION_NETWORKS")
+        _one_database_per_network(env, networks)
         secure, sot_secure = _flag(env, "CLICKHOUSE_SECURE"), _flag(env, "SOT_SECURE")
         return cls(
             redis_url=env["REDIS_URL"] or _redis_url_from_parts(env),
@@ -183,6 +184,25 @@ class Settings:
             compression=_compression(env),
             alert_webhook_url=env["ALERT_WEBHOOK_URL"],
         )
+
+
+def known_network(name, settings, remedy=""):
+    """A network of INGESTION_NETWORKS: a typo must not be taken for a new
+    network (and a new database). `remedy` ends the message."""
+    check_network(name)
+    if name not in settings.networks:
+        raise ConfigError(f"network {name!r} is not in INGESTION_NETWORKS ({', '.join(settings.networks)}){remedy}")
+    return name
+
+
+def _one_database_per_network(env, networks):
+    """Each network's day replaces the rows of its (processing_date,
+    window_days) slice, which carries no network: two networks in one
+    table would replace each other's day. Refused, not kept apart."""
+    template = env["CLICKHOUSE_DATABASE"]
+    if "{network}" not in template and len(networks) > 1:
+        raise ConfigError(f"CLICKHOUSE_DATABASE: {template!r} would put {' and '.join(networks)} into the same"
+                          " tables, where each network's day replaces the other's; give {network} in the name")
 
 
 def check_network(name, variable="network"):

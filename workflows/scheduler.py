@@ -4,10 +4,14 @@ re-enabling them for a manual rerun. Short timeouts: luigid not answering
 is said, never waited for."""
 import json
 import logging
+import time
 import urllib.parse
 import urllib.request
 
 import luigi.configuration
+import luigi.interface
+import luigi.retcodes
+from luigi.cmdline_parser import CmdlineParser
 
 logger = logging.getLogger("workflows")
 TIMEOUT_SECONDS = 5
@@ -25,6 +29,37 @@ def call(method, url=None, **data):
     with urllib.request.urlopen(f"{(url or scheduler_url()).rstrip('/')}/api/{method}?data={query}",
                                 timeout=TIMEOUT_SECONDS) as response:
         return json.load(response)["response"]
+
+
+REACH_ATTEMPTS = 3  # a luigid that restarts answers again within seconds
+REACH_WAIT_SECONDS = 2
+_reached = []  # this process found its luigid answering
+
+
+def check_reachable():
+    """For a `luigi` command that schedules through luigid: luigid answers,
+    or the command ends here, before any task is checked, with one line
+    and exit 35 ([retcode] scheduling_error). luigi itself would try three
+    times, 30 s apart, and then exit 40 with a traceback."""
+    if _reached or CmdlineParser.get_instance() is None:  # checked already, or not a command line (luigi.build)
+        return
+    core = luigi.interface.core()  # with the command line's --local-scheduler, --scheduler-url, ...
+    if core.local_scheduler:
+        return
+    url = core.scheduler_url or f"http://{core.scheduler_host}:{core.scheduler_port}/"
+    exit_status = luigi.retcodes.retcode().scheduling_error
+    for attempt in range(REACH_ATTEMPTS):
+        try:
+            call("task_list", url, status="RUNNING", upstream_status="", search="\0")
+            _reached.append(url)
+            return
+        except (OSError, ValueError, KeyError) as exc:
+            failure = exc
+        if attempt + 1 < REACH_ATTEMPTS:
+            time.sleep(REACH_WAIT_SECONDS)
+    logger.error("luigid at %s does not answer (%d attempts, %d s apart): %s", url, REACH_ATTEMPTS,
+                 REACH_WAIT_SECONDS, failure)
+    raise SystemExit(exit_status)
 
 
 def re_enable(tasks, url=None):

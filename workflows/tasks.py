@@ -28,7 +28,7 @@ from targets.clickhouse_marker import loaded_days
 from targets.redis_marker import marker_key
 
 from . import alerts, clickhouse, loader, scheduler
-from .config import ConfigError, Settings, check_network
+from .config import ConfigError, Settings, check_network, known_network
 from .errors import OneLineFailure, SnapshotError, WithoutTracebacks, one_line
 from .meta import META_FILENAME, TABLES, MetaError, file_digest, parse_meta
 from .resources import clickhouse_client, redis_address, redis_client
@@ -67,6 +67,10 @@ def last_failure_key(network, date, window_days):
     return marker_key(network, date, window_days, "last_failure")
 
 
+def download_folder_failure(settings, exc):
+    return f"download folder SOT_DOWNLOAD_DIR={settings.download_dir}: {exc.strerror or exc}: {exc.filename}"
+
+
 def yesterday():
     return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
 
@@ -103,14 +107,20 @@ class Terminated(BaseException):
 _step_running = False
 
 
-def _on_sigterm(signum, frame):
-    # stop asking luigid for work (luigi's own SIGUSR1 handler), and end the
-    # running step: its cleanup drops the insert and the staging table, and
-    # the worker tells luigid it failed, so a rerun need not wait for luigid
-    # to notice a vanished worker
+def stop_asking_for_work():
+    """Has this process's luigi worker finish what it runs and then end,
+    asking luigid for nothing more (luigi's own SIGUSR1 handler,
+    Worker.handle_interrupt)."""
     phase_out = signal.getsignal(signal.SIGUSR1)
     if callable(phase_out):
-        phase_out(signal.SIGUSR1, frame)
+        phase_out(signal.SIGUSR1, None)
+
+
+def _on_sigterm(signum, frame):
+    # stop asking luigid for work, and end the running step: its cleanup
+    # drops the insert and the staging table, and the worker tells luigid it
+    # failed, so a rerun need not wait for luigid to notice a vanished worker
+    stop_asking_for_work()
     if _step_running:
         raise Terminated("stopped by SIGTERM")
 
@@ -144,6 +154,7 @@ class IngestionTask(luigi.Task):
         super().__init__(*args, **kwargs)
         self.settings = configured(Settings.from_env)
         configured(check_network, self.network)
+        scheduler.check_reachable()
 
     @property
     def retry_count(self):
@@ -228,13 +239,19 @@ class IngestionTask(luigi.Task):
                 with self.download_lock(exclusive=self.changes_download):
                     if self.done_meanwhile():
                         return
-                    stale = [task for task in luigi.task.flatten(self.requires()) if not task.complete()]
+                    stale = [task for task in luigi.task.flatten(self.requires()) if not task.checked_complete()]
                     if not stale:
                         with stopped_by_sigterm():
                             self.execute()
                         return
                 yield stale  # outside the lock: the download they redo takes it exclusively
             raise RuntimeError(f"the download was removed {MAX_REFETCHES} times while this step waited for it")
+        except OSError as exc:
+            if exc.filename is None or not str(exc.filename).startswith(self.settings.download_dir):
+                raise
+            failure = DownloadFailed(f"{self.network} {self.date}: {download_folder_failure(self.settings, exc)}")
+            self.report(str(failure))
+            raise failure from None
         except BaseException as exc:
             # the visualiser's status shows the reason, not the last progress;
             # luigi detaches the status callback before on_failure runs
@@ -242,15 +259,25 @@ class IngestionTask(luigi.Task):
             raise
 
     def complete(self):
-        """luigi's check, with a server that does not answer reported in one
-        line and one notice per process (luigi would log a traceback and
-        exit 35 without saying which server)."""
+        """luigi's check while it schedules. A check that fails ends the run
+        (exit 35, [retcode] scheduling_error): luigi marks the task UNKNOWN
+        and never schedules it, so under keep_alive a pending task that
+        needs it (one whose own check needed no server: a download on disk)
+        would have the worker wait for it forever."""
+        try:
+            return self.checked_complete()
+        except BaseException:
+            stop_asking_for_work()
+            raise
+
+    def checked_complete(self):
+        """Whether the step is done, with a server that does not answer
+        reported in one line and one notice per process (luigi would log a
+        traceback and exit 35 without saying which server)."""
         try:
             return self.is_complete()
         except (redis.RedisError, ClickHouseError, OSError) as exc:
-            server = (f"Redis {redis_address(self.redis)}" if isinstance(exc, redis.RedisError) else
-                      f"ClickHouse {self.settings.clickhouse_address}")
-            reason = f"{self.network} {self.date}: cannot check {self.task_family}: {server}: {one_line(exc)}"
+            reason = f"{self.network} {self.date}: cannot check {self.task_family}: {self.unavailable(exc)}"
             if not IngestionTask._unavailable_noticed:
                 IngestionTask._unavailable_noticed = True
                 logger.error(reason)
@@ -259,12 +286,20 @@ class IngestionTask(luigi.Task):
                             self.settings.alert_webhook_url)
             raise ServerUnavailable(reason) from None
 
+    def unavailable(self, exc):
+        """What failed, named: the server, or the download folder."""
+        if isinstance(exc, redis.RedisError):
+            return f"Redis {redis_address(self.redis)}: {one_line(exc)}"
+        if isinstance(exc, OSError) and exc.filename is not None:  # a file, not a socket
+            return download_folder_failure(self.settings, exc)
+        return f"ClickHouse {self.settings.clickhouse_address}: {one_line(exc)}"
+
     def is_complete(self):
         return super().complete()
 
     def done_meanwhile(self):
         """Another run did this step while this one waited for its inputs."""
-        return self.complete()
+        return self.checked_complete()
 
     @contextmanager
     def download_lock(self, exclusive):
@@ -644,7 +679,9 @@ class RunDaily(luigi.WrapperTask):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         settings = configured(Settings.from_env)  # once, not at every complete()
-        self.resolved_networks = [n.strip() for n in self.networks.split(",") if n.strip()] or list(settings.networks)
+        self.resolved_networks = [configured(known_network, n.strip(), settings)
+                                  for n in self.networks.split(",") if n.strip()] or list(settings.networks)
+        scheduler.check_reachable()
         self.resolved_window_days = self.window_days or settings.window_days
         summarize_at_exit(self.resolved_networks, self.date, self.resolved_window_days)
 
