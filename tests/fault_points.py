@@ -13,7 +13,8 @@ import sys
 import luigi
 import luigi.retcodes
 
-from workflows import clickhouse, sot
+from workflows import clickhouse
+from workflows.sources.local import LocalSnapshotSource
 
 
 def kill(pid=None):
@@ -32,12 +33,12 @@ def then_kill(owner, name, pid=None):
 
 
 def kill_after_the_first_file():
-    original = sot.LocalSnapshotSource.chunks
+    original = LocalSnapshotSource.chunks
 
     def chunks(self, snapshot, filename, offset):
         yield from original(self, snapshot, filename, offset)
         kill()
-    sot.LocalSnapshotSource.chunks = chunks
+    LocalSnapshotSource.chunks = chunks
 
 
 def main(point, arguments):

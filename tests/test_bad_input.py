@@ -69,12 +69,6 @@ def meta_path_as_file_name(p):
     return "META.json", "is not a plain file name"
 
 
-def listed_file_missing(p):
-    p.publish()
-    os.remove(p.snapshot_file("raw_clusters.parquet"))
-    return "raw_clusters.parquet", "listed in META.json but missing"
-
-
 def checksum_mismatch(p):
     p.publish()
     p.tamper("raw_address_labels.parquet", b"\0")
@@ -141,7 +135,7 @@ def listed_file_is_a_fifo(p):
 
 
 CASES = [meta_not_json, meta_nested_too_deeply, listed_file_is_a_symlink, listed_file_is_a_fifo, meta_without_a_table, meta_bad_checksum_form, meta_path_as_file_name,
-         listed_file_missing, checksum_mismatch, corrupt_parquet, missing_column_without_default,
+         checksum_mismatch, corrupt_parquet, missing_column_without_default,
          value_out_of_range, null_in_non_nullable_column, rows_of_another_date, rows_of_another_network]
 
 

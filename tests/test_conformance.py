@@ -19,7 +19,8 @@ from clickhouse_driver import Client
 
 from targets import ClickHouseMarkerTarget
 from targets.clickhouse_marker import loaded_days
-from workflows import clickhouse, loader, publish, sql
+from workflows import clickhouse, loader, sql
+from workflows.sources import sot_clickhouse
 from workflows.sample import make_snapshot, write_snapshot
 from workflows.schema import TABLES
 
@@ -151,8 +152,8 @@ def scenario(engine, tmp_path):
 
 def exported_rows(engine, database, table):
     """The day as publish exports it from the SOT ClickHouse: its Parquet rows, sorted."""
-    out = publish.HashingWriter(io.BytesIO())
-    publish.export_table(engine, database, table, NETWORK, DATE, WINDOW, out)
+    out = sot_clickhouse.HashingWriter(io.BytesIO())
+    sot_clickhouse.export_table(engine, database, table, NETWORK, DATE, WINDOW, out)
     exported = pq.read_table(pa.BufferReader(out.out.getvalue()))
     return sorted(tuple(row.values()) for row in exported.to_pylist())
 

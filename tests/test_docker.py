@@ -382,7 +382,7 @@ def test_dockerignore_keeps_what_the_build_needs_and_drops_local_state():
         assert not ignore.excluded(path), f".dockerignore drops {path}, which the image needs"
     for path in (".env", ".venv/bin/python", ".git/HEAD", ".local/demo.env", "workflows/__pycache__/x.pyc"):
         assert ignore.excluded(path), f".dockerignore should drop {path}"
-    assert not ignore.excluded("workflows/sot.py")
+    assert not ignore.excluded("workflows/sources/base.py")
 
 
 def test_dockerignore_matcher():

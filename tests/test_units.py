@@ -202,13 +202,22 @@ def test_env_example_lists_every_variable_with_its_default():
 
 
 def test_sot_url_forms(tmp_path):
-    from workflows.publish import ClickHouseSnapshotSource
-    from workflows.sot import LocalSnapshotSource, S3SnapshotSource, open_source
+    from workflows.sources import open_source
+    from workflows.sources.local import LocalSnapshotSource
+    from workflows.sources.s3 import S3SnapshotSource
+    from workflows.sources.sot_clickhouse import ClickHouseSnapshotSource
 
     def source(url, **env):
         return open_source(Settings.from_env({"SOT_URL": url, **env}))
 
     assert source(str(tmp_path)).root == str(tmp_path)
+    # the producer's labels: beside the snapshots folder, or where SOT_LABELS_URL says
+    assert source(f"{tmp_path}/snapshots/").labels.root == f"{tmp_path}/address-labels"
+    assert source(str(tmp_path), SOT_LABELS_URL="/srv/labels").labels.root == "/srv/labels"
+    labels = source("s3://risk-scoring/snapshots", SOT_S3_ANONYMOUS="1").labels
+    assert (labels.bucket, labels.prefix) == ("risk-scoring", "address-labels")
+    assert source("s3://bucket", SOT_S3_ANONYMOUS="1").labels.prefix == "address-labels"
+    assert isinstance(source(str(tmp_path), SOT_LABELS_URL="s3://b/labels").labels, S3SnapshotSource)
     local = source(f"file://{tmp_path}/store%20a")
     assert isinstance(local, LocalSnapshotSource) and local.root == f"{tmp_path}/store a"
     s3 = source("s3://risk-scoring/snapshots/", SOT_S3_ANONYMOUS="1")

@@ -19,8 +19,9 @@ from .errors import one_line
 from .meta import TABLES
 from .publish import publish
 from .resources import replica_clients
-from .sot import NotPublished, SourceUnavailable
-from .tasks import STEPS, Cleanup, day_tasks, describe_failure, last_failure_key, step_tasks, yesterday
+from .sources import NotPublished, SourceUnavailable
+from .tasks import (STEPS, Cleanup, day_tasks, describe_failure, last_failure_key, republished_labels_key, step_tasks,
+                    yesterday)
 
 CRON_HOURS = (1, 3)
 CRON_SPACING_MINUTES = 15
@@ -31,7 +32,9 @@ done      the step's marker is set (download: the copy is on disk, until cleanup
 -         not done: not run yet, not published yet, or reset
 1,234     rows loaded for the day (its marker set, the table holding that many)
 state     done: all four tables loaded and cleaned up; failed: the day's last failure, its step,
-          attempt and reason (kept until the day is done); -: nothing done or failed yet"""
+          attempt and reason (kept until the day is done); -: nothing done or failed yet; "labels
+          republished since the export": the producer's labels file changed after the day's export
+          (its META.json sha256), and the day loaded the current one"""
 
 
 def day_range(first, last):
@@ -51,17 +54,19 @@ def status(dates, networks, window_days, out=None, settings=None):
         cleanups = [Cleanup(network, date, window_days) for date in dates]
         states = Cleanup.day_states(cleanups, read_only=True)
         failures = cleanups[0].redis.mget([last_failure_key(network, date, window_days) for date in dates])
+        republished = cleanups[0].redis.mget([republished_labels_key(network, date, window_days) for date in dates])
         # the download on disk; each validation marker in one Redis round trip per step for all the days
         downloaded = [step_tasks("download", network, date, window_days)[0].complete() for date in dates]
         validated, checked = (RedisMarkerTarget.exist_all([step_tasks(step, network, date, window_days)[0].output()
                                                            for date in dates]) for step in ("validate", "checksums"))
-        for date, failure, *steps in zip(dates, failures, downloaded, validated, checked):
+        for date, failure, labels, *steps in zip(dates, failures, republished, downloaded, validated, checked):
             loaded, marked = states[date]
             cells = [network, date.isoformat(), *("done" if done else "-" for done in steps)]
             cells += [f"{loaded[t]:,}" if t in loaded else "-" for t in TABLES]
             done = Cleanup.is_done(loaded, marked)
             cells.append("done" if marked else "-")
-            cells.append("done" if done else describe_failure(json.loads(failure)) if failure else "-")
+            state = "done" if done else describe_failure(json.loads(failure)) if failure else "-"
+            cells.append(state + ("; labels republished since the export" if labels else ""))
             rows.append(cells)
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header) - 1)]
     for row in [header] + rows:

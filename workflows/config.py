@@ -26,6 +26,7 @@ DEFAULTS = {
     "CLICKHOUSE_VERIFY": "1",
     "CLICKHOUSE_CLUSTER": "",  # none: one server, plain MergeTree
     "SOT_URL": "",
+    "SOT_LABELS_URL": "",  # address-labels/ beside SOT_URL's folder
     "SOT_S3_ENDPOINT": "",  # AWS
     "SOT_S3_REGION": "us-east-1",
     "SOT_S3_ANONYMOUS": "0",
@@ -97,6 +98,7 @@ class Settings:
     clickhouse_verify: bool
     clickhouse_cluster: str
     sot_url: str
+    sot_labels_url: str
     sot_s3_endpoint: str
     sot_s3_region: str
     sot_s3_anonymous: bool
@@ -164,6 +166,7 @@ class Settings:
             clickhouse_verify=_flag(env, "CLICKHOUSE_VERIFY"),
             clickhouse_cluster=_name(env, "CLICKHOUSE_CLUSTER"),
             sot_url=env["SOT_URL"],
+            sot_labels_url=env["SOT_LABELS_URL"],
             sot_s3_endpoint=env["SOT_S3_ENDPOINT"],
             sot_s3_region=env["SOT_S3_REGION"],
             sot_s3_anonymous=_flag(env, "SOT_S3_ANONYMOUS"),

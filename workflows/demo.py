@@ -20,9 +20,10 @@ from .config import Settings
 from .local_servers import LocalServers, free_port, port_free
 from .meta import META_FILENAME, TABLES
 from .publish import publish
-from .resources import clickhouse_client, sot_clickhouse_client
+from .resources import clickhouse_client
+from .sources.sot_clickhouse import sot_clickhouse_client
 from .sample import fill_sot_database, make_snapshot
-from .sot import snapshot_path
+from .sources import snapshot_path
 from .tasks import yesterday
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from . import clickhouse
 from .errors import collapsed
-from .native import ColumnMismatch, conform, encode
+from .native import ColumnMismatch, arrow_type, conform, encode
 
 # Memory stays bounded by the batch and the file's row group, not the file:
 # no pre-buffering of column chunks (pyarrow's default keeps what it has read
@@ -34,11 +34,12 @@ class FileMismatch(ValueError):
     """The file is corrupt or does not fit its table; the message is the reason."""
 
 
-def plan_columns(table, file_schema):
-    """The table's columns that the file carries, in table order. A missing
-    column with a default is left to the server; one without is an error.
-    Columns the table does not have are ignored."""
-    present = set(file_schema.names)
+def plan_columns(table, file_schema, stamped=()):
+    """The table's columns that the file carries or that are `stamped`
+    with the snapshot's own value, in table order. A missing column with a
+    default is left to the server; one without is an error. Columns the
+    table does not have are ignored."""
+    present = set(file_schema.names) | set(stamped)
     missing = [c.name for c in table.columns if c.name not in present and c.default is None]
     if missing:
         raise FileMismatch("missing column(s) without a default: " + ", ".join(missing))
@@ -54,21 +55,35 @@ class CheckedParquet:
         _return_freed_memory_soon()
         try:
             self.parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
-        except (pa.ArrowException, OSError) as exc:
+            file_schema = self.parquet.schema_arrow
+        except Exception as exc:  # noqa: BLE001 (whatever the reader raises, the file is unreadable)
             raise FileMismatch(f"not a readable Parquet file ({_one_line(exc)})") from None
-        self.columns = plan_columns(table, self.parquet.schema_arrow)
         self.num_rows = self.parquet.metadata.num_rows
         self.expected = {"processing_date": date, "window_days": window_days}
         if "network" in table.column_names:
             self.expected["network"] = network
+        if not file_schema.names and not self.num_rows:  # pandas' file of an empty DataFrame: no columns
+            self.stamped, self.columns = {}, []
+            return
+        # the snapshot's own columns, where the file lacks them (the
+        # producer's labels file has no date), are the snapshot's values
+        self.stamped = {name: value for name, value in self.expected.items() if name not in file_schema.names}
+        self.columns = plan_columns(table, file_schema, self.stamped)
 
     def batches(self):
         """Yields (rows, [(Column, conformed array)]) per batch."""
+        if not self.columns:
+            return
+        read = [c.name for c in self.columns if c.name not in self.stamped]
         try:
-            for batch in self.parquet.iter_batches(batch_size=BATCH_ROWS, columns=[c.name for c in self.columns]):
-                yield batch.num_rows, [(column, self._conform(batch, column)) for column in self.columns]
+            for batch in self.parquet.iter_batches(batch_size=BATCH_ROWS, columns=read):
+                yield batch.num_rows, [(column, self._stamp(column, batch.num_rows) if column.name in self.stamped
+                                        else self._conform(batch, column)) for column in self.columns]
         except (pa.ArrowException, OSError, OverflowError) as exc:
             raise FileMismatch(f"corrupt Parquet data ({_one_line(exc)})") from None
+
+    def _stamp(self, column, rows):
+        return pa.repeat(pa.scalar(self.stamped[column.name], type=arrow_type(column.type)), rows)
 
     def _conform(self, batch, column):
         try:
@@ -128,13 +143,16 @@ def stage_parquet(ch, database, table, path, staging, date, window_days, network
                   allow_empty=False, insert=None):
     """Streams the file into the empty table `staging`, checking every batch
     as it goes, and returns its rows: when it returns, the file fits its
-    table and swap_in can make it the day.
+    table and swap_in can make it the day. A `path` of None stages no rows.
 
     `insert(database, table, columns, blocks, on_sent)` sends the Native
     blocks; by default clickhouse.insert_blocks over `ch`'s native connection."""
+    rows = 0
+    if path is None:  # no file: the table has no rows that day
+        refuse_likely_export_bug(ch, database, table, date, window_days, rows, allow_empty)
+        return rows
     insert = insert or partial(clickhouse.insert_blocks, ch)
     source = CheckedParquet(path, table, date, window_days, network)
-    rows = 0
 
     def sent(n):
         nonlocal rows
@@ -142,7 +160,8 @@ def stage_parquet(ch, database, table, path, staging, date, window_days, network
         if on_progress:
             on_progress(rows, source.num_rows)
 
-    insert(database, staging, [c.name for c in source.columns], encoded_blocks(source), sent)
+    if source.columns:  # a file of no columns (pandas' empty DataFrame) has no rows to send
+        insert(database, staging, [c.name for c in source.columns], encoded_blocks(source), sent)
     refuse_likely_export_bug(ch, database, table, date, window_days, rows, allow_empty)
     return rows
 

@@ -1,4 +1,12 @@
-"""META.json: parsing and the checksums it lists. Pure functions, no servers."""
+"""META.json: the snapshot formats and the checksums they list. Pure
+functions, no servers.
+
+Three formats, told apart by their keys:
+- the producer's (the analytics pipeline's export, `schema_version` 1.x):
+  `{"counts": {"alerts": N, ...}, "sha256": {"alerts.parquet": "<hex>", ...}}`,
+  short file names, the labels one file per network beside the snapshots;
+- the README's: `{"files": [{"filename", "checksum": "sha256:<hex>"}]}`;
+- the older exporter's: `{"files": {"<name>": {"md5": "<hex>"}}}`."""
 import hashlib
 import json
 import re
@@ -17,30 +25,46 @@ class MetaError(ValueError):
     """META.json is malformed; the message is the reason."""
 
 
+# the producer's file (and META counts key) of each table
+PRODUCER_NAMES = {"raw_alerts": "alerts", "raw_features": "features", "raw_clusters": "clusters",
+                  "raw_address_labels": "address_labels"}
+# tables the producer's newer versions may leave out on a day: no file, no rows
+PRODUCER_OPTIONAL = ("raw_alerts", "raw_clusters")
+PRODUCER_MAJOR = "1"
+
+
 @dataclass(frozen=True)
 class FileEntry:
-    filename: str
-    algorithm: str  # "sha256" or "md5"
-    digest: str  # lower-case hex
+    """One table's file in a snapshot."""
 
-    @property
-    def table(self):
-        return self.filename.removesuffix(".parquet")
+    table: str
+    filename: str | None  # None: the producer published no file, the table has no rows that day
+    algorithm: str = "sha256"  # "sha256" or "md5"
+    digest: str = ""  # lower-case hex
+    rows: int | None = None  # META's count, where the format gives one
+    # the network's labels file, kept beside the snapshots and replaced in
+    # place when the labels change: its checksum is the file's at export time
+    shared_labels: bool = False
+
+
+def labels_filename(network):
+    """The producer's labels file of a network, under its labels folder."""
+    return f"{network}_address_labels.parquet"
 
 
 def parse_meta(text):
-    """Returns {table: FileEntry} for the four tables, or raises MetaError.
-
-    Accepts the current form, {"files": [{"filename", "checksum": "sha256:<hex>"}]},
-    and the older exporter's {"files": {"<name>": {"md5": "<hex>"}}}."""
+    """Returns {table: FileEntry} for the four tables in any of the three
+    formats (the module's docstring), or raises MetaError."""
     try:
         doc = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MetaError(f"not valid JSON ({exc})") from None
     except RecursionError:
         raise MetaError("not valid JSON (nested too deeply)") from None
+    if isinstance(doc, dict) and "sha256" in doc and "files" not in doc:
+        return _producer_entries(doc)
     if not isinstance(doc, dict) or "files" not in doc:
-        raise MetaError('no "files" key')
+        raise MetaError('no "files" key, nor the producer\'s "sha256"')
     files = doc["files"]
     if isinstance(files, list):
         entries = [_current_entry(item) for item in files]
@@ -60,6 +84,30 @@ def parse_meta(text):
     if missing:
         raise MetaError("does not list " + ", ".join(f"{t}.parquet" for t in missing))
     return {t: by_table[t] for t in TABLES}
+
+
+def _producer_entries(doc):
+    version = doc.get("schema_version")
+    if not isinstance(version, str) or version.split(".")[0] != PRODUCER_MAJOR:
+        raise MetaError(f"schema_version {version!r} is not {PRODUCER_MAJOR}.x")
+    sums, counts = doc["sha256"], doc.get("counts")
+    if not isinstance(sums, dict) or not isinstance(counts, dict):
+        raise MetaError('"sha256" and "counts" must be objects')
+    entries = {}
+    for table, name in PRODUCER_NAMES.items():
+        filename = f"{name}.parquet"
+        if filename not in sums:
+            if table not in PRODUCER_OPTIONAL:
+                raise MetaError(f"does not list {filename}")
+            entries[table] = FileEntry(table, None, rows=0)
+            continue
+        rows = counts.get(name)
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise MetaError(f"counts.{name} {rows!r} is not a row count")
+        entry = _entry(filename, "sha256", sums[filename])
+        entries[table] = FileEntry(table, filename, "sha256", entry.digest, rows,
+                                   shared_labels=table == "raw_address_labels")
+    return entries
 
 
 def _current_entry(item):
@@ -86,6 +134,7 @@ def _check_filename(filename):
 
 
 def _entry(filename, algorithm, digest):
+    """The entry of a README-format file: its table is its name."""
     if algorithm not in _DIGEST_LENGTH:
         raise MetaError(f"{filename}: unknown checksum algorithm {algorithm!r}")
     if not isinstance(digest, str):
@@ -93,7 +142,7 @@ def _entry(filename, algorithm, digest):
     digest = digest.lower()
     if len(digest) != _DIGEST_LENGTH[algorithm] or not _HEX.fullmatch(digest):
         raise MetaError(f"{filename}: {algorithm} checksum {digest!r} is not {_DIGEST_LENGTH[algorithm]} hex digits")
-    return FileEntry(filename, algorithm, digest)
+    return FileEntry(filename.removesuffix(".parquet"), filename, algorithm, digest)
 
 
 def file_digest(path, algorithm, on_progress=None):

@@ -46,19 +46,26 @@ def arrow_type(ch_type):
 
 def conform(array, ch_type, default=None):
     """`array` cast to the Arrow type of `ch_type`, or ColumnMismatch.
-    Integers of any width are accepted when every value fits. Nulls are
-    refused, unless the column has a default: `default()` gives the value
-    they become."""
+    Integers of any width and booleans are accepted when every value fits;
+    times finer than a second are floored to it. Nulls are refused, unless
+    the column has a default (`default()` gives the value they become) or
+    is a Float (they become NaN)."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if pa.types.is_dictionary(array.type):  # e.g. written from a pandas Categorical
         array = array.dictionary_decode()
-    if array.null_count and default is None:
-        raise ColumnMismatch(f"{array.null_count} null value(s) in a non-nullable {ch_type} column")
     target = arrow_type(ch_type)
-    if array.type == target:
+    if array.null_count and default is None:
+        if not pa.types.is_floating(target):
+            raise ColumnMismatch(f"{array.null_count} null value(s) in a non-nullable {ch_type} column")
+        default = _nan  # pandas writes NaN floats as nulls
+    if pa.types.is_null(array.type):  # every value null, of no type: the default's
+        result = pa.nulls(len(array), target)
+    elif array.type == target:
         result = array
     else:
+        if pa.types.is_timestamp(array.type) and pa.types.is_timestamp(target) and array.type.unit != "s":
+            array = pc.floor_temporal(array, unit="second")  # as ClickHouse stores a finer time in DateTime
         if not _castable(array.type, target):
             raise ColumnMismatch(f"{array.type} cannot be stored as {ch_type}")
         try:
@@ -74,6 +81,10 @@ def conform(array, ch_type, default=None):
     if pa.types.is_list(result.type) and result.values.null_count:
         raise ColumnMismatch(f"null element in a non-nullable {ch_type} column")
     return result
+
+
+def _nan():
+    return float("nan")
 
 
 def _castable(source, target):

@@ -33,7 +33,7 @@ from .errors import OneLineFailure, SnapshotError, WithoutTracebacks, one_line
 from .meta import META_FILENAME, TABLES, MetaError, file_digest, parse_meta
 from .resources import clickhouse_client, redis_address, redis_client
 from .schema import TABLES as TABLE_SCHEMAS
-from .sot import DIRECTORY_MODE, NoSpace, NotPublished, SourceUnavailable, UnsafeFile, open_source
+from .sources import DIRECTORY_MODE, NoSpace, NotPublished, SourceUnavailable, UnsafeFile, open_source
 
 logger = logging.getLogger("workflows")
 logging.getLogger("luigi-interface").addFilter(WithoutTracebacks())
@@ -65,6 +65,11 @@ def failure_reason(exc):
 
 def last_failure_key(network, date, window_days):
     return marker_key(network, date, window_days, "last_failure")
+
+
+def republished_labels_key(network, date, window_days):
+    """The day loaded labels republished since its export: {"meta": sha256, "file": sha256}."""
+    return marker_key(network, date, window_days, "labels_republished")
 
 
 def download_folder_failure(settings, exc):
@@ -463,11 +468,12 @@ class VerifyChecksums(IngestionTask):
 
     def execute(self):
         entries = list(self.meta().values())
-        paths = {e.filename: os.path.join(self.download_dir, e.filename) for e in entries}
-        for entry in entries:
+        files = [e for e in entries if e.filename]  # a table the producer left out has no rows that day
+        paths = {e.filename: os.path.join(self.download_dir, e.filename) for e in files}
+        for entry in files:
             if not os.path.isfile(paths[entry.filename]):
                 raise self.bad_input(entry.filename, "listed in META.json but missing")
-        self.verify_checksums(entries, paths)
+        self.verify_counts(self.verify_checksums(files, paths), paths)
         sizes = {name: os.path.getsize(path) for name, path in paths.items()}
         checked, total = 0, sum(sizes.values()) or 1
         ch = self.clickhouse
@@ -481,33 +487,66 @@ class VerifyChecksums(IngestionTask):
                 if entry.table not in loaded:
                     staged[entry.table] = staging.enter_context(clickhouse.staging_table(
                         ch, self.database, TABLE_SCHEMAS[entry.table], self.date, self.window_days))
-                self.stage_or_check(entry, paths[entry.filename], staged.get(entry.table),
-                                    checked, sizes[entry.filename], total)
-                checked += sizes[entry.filename]
+                size = sizes.get(entry.filename, 0)
+                self.stage_or_check(entry, paths.get(entry.filename), staged.get(entry.table), checked, size, total)
+                checked += size
             download = self.download_id()
             for table, name in staged.items():
                 clickhouse.keep_staged(ch, self.database, name, table, self.date, self.window_days, download)
         self.output().touch()
 
     def verify_checksums(self, entries, paths):
-        """Against the checksums taken as the bytes arrived; a file without one is hashed here."""
+        """Against the checksums taken as the bytes arrived; a file without
+        one is hashed here. The producer's labels file is replaced in place
+        when the labels change: one that differs from its checksum at export
+        time is the current list, loaded, and said (log and `status`).
+        Returns the entries whose file is the one META.json describes."""
         try:
             with open(os.path.join(self.download_dir, ARRIVED_CHECKSUMS)) as stream:
                 arrived = json.load(stream)
         except FileNotFoundError:
             arrived = {}
+        described = []
         for entry in entries:
             actual = arrived.get(entry.filename)
             if actual is None:
                 actual = f"{entry.algorithm}:{file_digest(paths[entry.filename], entry.algorithm)}"
-            if actual != f"{entry.algorithm}:{entry.digest}":
-                raise self.bad_input(entry.filename, f"{entry.algorithm} checksum mismatch: META.json has"
-                                                     f" {entry.digest}, file has {actual.split(':', 1)[1]}")
+            actual = actual.split(":", 1)[1]
+            if actual == entry.digest:
+                described.append(entry)
+                continue
+            if entry.shared_labels:
+                self.note_republished_labels(entry, actual)
+                continue
+            raise self.bad_input(entry.filename, f"{entry.algorithm} checksum mismatch: META.json has"
+                                                 f" {entry.digest}, file has {actual}")
+        return described
+
+    def note_republished_labels(self, entry, actual):
+        note = (f"{self.network} {self.date} {entry.filename}: the labels were republished since the export"
+                f" (META.json has sha256 {entry.digest}, the current file {actual}); loading the current file")
+        logger.warning(note)
+        self.redis.set(republished_labels_key(self.network, self.date, self.window_days),
+                       json.dumps({"meta": entry.digest, "file": actual}), ex=LAST_FAILURE_KEPT_SECONDS)
+
+    def verify_counts(self, entries, paths):
+        """The rows each file's footer declares against META.json's count, where it gives one."""
+        for entry in entries:
+            if entry.rows is None:
+                continue
+            try:
+                rows = loader.file_rows(paths[entry.filename])
+            except loader.FileMismatch as exc:
+                raise self.bad_input(entry.filename, exc) from None
+            if rows != entry.rows:
+                raise self.bad_input(entry.filename, f"META.json counts {entry.rows:,} rows of {entry.table},"
+                                                     f" the file holds {rows:,}")
 
     def stage_or_check(self, entry, path, staging, before, size, total):
         """Streams one file into `staging`, or only checks it when its table
-        is loaded already (no staging). The percentage is of all the files'
-        bytes, so it only grows."""
+        is loaded already (no staging). No file (a table the producer left
+        out) stages no rows. The percentage is of all the files' bytes, so
+        it only grows."""
         table = TABLE_SCHEMAS[entry.table]
         verb = "staged" if staging else "checked"
 
@@ -518,10 +557,10 @@ class VerifyChecksums(IngestionTask):
             if staging:
                 loader.stage_parquet(self.clickhouse, self.database, table, path, staging, self.date,
                                      self.window_days, self.network, progress, self.settings.allow_empty_day)
-            else:
+            elif path:
                 loader.check_parquet(path, table, self.date, self.window_days, self.network, progress)
         except loader.FileMismatch as exc:
-            raise self.bad_input(entry.filename, exc) from None
+            raise self.bad_input(entry.filename or f"{entry.table} (no file)", exc) from None
 
 
 class LoadTable(IngestionTask):
@@ -539,11 +578,11 @@ class LoadTable(IngestionTask):
 
     def execute(self):
         entry = self.meta()[self.table]
-        path = os.path.join(self.download_dir, entry.filename)
+        path = os.path.join(self.download_dir, entry.filename) if entry.filename else None
         table, ch = TABLE_SCHEMAS[self.table], self.clickhouse
         clickhouse.sweep_staging(ch, self.database)
         try:
-            rows = loader.file_rows(path)
+            rows = loader.file_rows(path) if path else 0
             staged = clickhouse.claim_staged(ch, self.database, self.table, self.date, self.window_days,
                                              self.download_id(), rows)
             if staged:
@@ -555,7 +594,7 @@ class LoadTable(IngestionTask):
                 rows = loader.load_parquet(ch, self.database, table, path, self.date, self.window_days,
                                            self.network, self.report_rows, self.settings.allow_empty_day)
         except loader.FileMismatch as exc:
-            raise self.bad_input(entry.filename, exc) from None
+            raise self.bad_input(entry.filename or f"{self.table} (no file)", exc) from None
         self.output().touch(rows)
         self.report(f"{self.table}: {rows:,} rows loaded", 100)
 

@@ -1,0 +1,101 @@
+"""A day as the real SOT producer (the analytics pipeline's export_batch_task)
+writes it: rows as a ClickHouse client returns them (Python ints, floats,
+Decimals, dates, bools, lists), put through pandas'
+`DataFrame(rows).to_parquet(compression="snappy")`, short file names, a
+META.json of schema 1.x with counts and bare sha256, and the network's labels
+file beside the snapshots, without date or window columns."""
+import datetime as dt
+import hashlib
+import json
+import os
+
+import pandas as pd
+
+from workflows.meta import META_FILENAME, labels_filename
+from workflows.sample import make_snapshot
+
+FILES = {"raw_alerts": "alerts", "raw_features": "features", "raw_clusters": "clusters"}
+LABEL_COLUMNS = ("network", "network_type", "address", "label", "address_type", "address_subtype", "trust_level",
+                 "source", "risk_level", "confidence_score", "created_timestamp", "updated_timestamp")
+
+
+def client_rows(table):
+    """An Arrow table's rows as a ClickHouse client returns them: the SOT's
+    `is_*` flags are Boolean, so bools."""
+    rows = table.to_pylist()
+    for row in rows:
+        for name, value in row.items():
+            if name.startswith("is_"):
+                row[name] = bool(value)
+    return rows
+
+
+def to_parquet(rows, path):
+    pd.DataFrame(rows).to_parquet(path, compression="snappy")
+
+
+def sha256(path):
+    with open(path, "rb") as stream:
+        return hashlib.sha256(stream.read()).hexdigest()
+
+
+class ProducerDay:
+    """One network's day in the producer's layout under `root`:
+    snapshots/{network}/{date}/{window}/ and address-labels/."""
+
+    def __init__(self, root, network, date, window_days, feature_rows=500, seed=0):
+        self.root, self.network, self.date, self.window_days = root, network, date, window_days
+        self.tables = make_snapshot(network, date, window_days, feature_rows, seed)
+        self.rows = {table: client_rows(self.tables[table]) for table in self.tables}
+        for row in self.rows["raw_address_labels"]:  # the labels file: no day, two timestamps of its own
+            del row["processing_date"], row["window_days"]
+            row["created_timestamp"] = row["updated_timestamp"] = 1_730_000_000_000
+        self.rows["money_flows"] = [{"from_address": r["address"], "to_address": r["address"], "amount_usd": 1.5}
+                                    for r in self.rows["raw_features"][:30]]
+
+    @property
+    def folder(self):
+        return os.path.join(self.root, "snapshots", self.network, self.date.isoformat(), str(self.window_days))
+
+    @property
+    def labels_path(self):
+        return os.path.join(self.root, "address-labels", labels_filename(self.network))
+
+    def write(self, leave_out=(), counts=None, meta=True):
+        """Writes the files (those of `leave_out`, e.g. "clusters", not at
+        all) and, with `meta`, META.json. `counts` overrides META's counts."""
+        os.makedirs(self.folder, exist_ok=True)
+        os.makedirs(os.path.dirname(self.labels_path), exist_ok=True)
+        sums, written = {}, {}
+        for table, name in [*FILES.items(), ("money_flows", "money_flows")]:
+            if name in leave_out:
+                continue
+            path = os.path.join(self.folder, f"{name}.parquet")
+            to_parquet(self.rows[table], path)
+            sums[f"{name}.parquet"], written[name] = sha256(path), len(self.rows[table])
+        self.write_labels()
+        sums["address_labels.parquet"], written["address_labels"] = sha256(self.labels_path), \
+            len(self.rows["raw_address_labels"])
+        self.meta = {"schema_version": "1.0.0",
+                     "batch_id": f"{self.network}-{self.date.isoformat()}-{self.window_days}d",
+                     "network": self.network, "processing_date": self.date.isoformat(),
+                     "window_days": self.window_days,
+                     "generated_at": dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+                     "counts": {**written, **(counts or {})}, "sha256": sums}
+        if meta:
+            self.write_meta()
+        return self
+
+    def write_labels(self):
+        to_parquet([{name: row[name] for name in LABEL_COLUMNS} for row in self.rows["raw_address_labels"]],
+                   self.labels_path)
+
+    def write_meta(self):
+        with open(os.path.join(self.folder, META_FILENAME), "w") as stream:
+            json.dump(self.meta, stream)
+
+    def republish_labels(self, extra=3):
+        """The labels list changes after the export: rows added, the file replaced in place."""
+        more = [dict(self.rows["raw_address_labels"][0], address=f"0xnew{i}") for i in range(extra)]
+        self.rows["raw_address_labels"] = self.rows["raw_address_labels"] + more
+        self.write_labels()

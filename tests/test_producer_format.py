@@ -1,0 +1,154 @@
+"""The real SOT's snapshots (tests/producer.py builds them as the producer
+does, with pandas) from a folder and from S3: loaded exactly, each of the
+producer's quirks handled, and its faults told apart from bad input."""
+import datetime as dt
+import os
+import shutil
+from decimal import Decimal
+
+import pytest
+from conftest import DATE, WINDOW
+from producer import ProducerDay, sha256
+from s3store import BUCKET
+
+from workflows import cli
+from workflows.meta import TABLES
+
+RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler")
+
+
+@pytest.fixture
+def producer(pipeline, tmp_path, monkeypatch):
+    """The producer's bucket layout in a folder, and the pipeline reading it."""
+    root = str(tmp_path / "bucket")
+    monkeypatch.setenv("SOT_URL", os.path.join(root, "snapshots"))
+    pipeline.env["SOT_URL"] = os.path.join(root, "snapshots")
+    return ProducerDay(root, "ethereum", DATE, WINDOW)
+
+
+def assert_loaded_exactly(pipeline, day, without=()):
+    expected = {t: 0 if t in without else len(day.rows[t]) for t in TABLES}
+    assert pipeline.counts() == expected
+    # Decimal128(18) sums, to the last digit
+    for table, column in (("raw_features", "total_volume_usd"), ("raw_alerts", "volume_usd")):
+        if table not in without:
+            [(total,)] = pipeline.ch.execute(f"SELECT sum({column}) FROM {pipeline.database()}.{table}")
+            assert total == sum((Decimal(r[column]) for r in day.rows[table]), Decimal(0))
+    # the labels stamped with the day, the network's own
+    assert pipeline.ch.execute(f"SELECT DISTINCT processing_date, window_days, network"
+                               f" FROM {pipeline.database()}.raw_address_labels") == [(DATE, WINDOW, "ethereum")]
+
+
+def test_a_producer_day_loads_exactly_from_a_folder_with_its_nans(pipeline, producer):
+    nan_rows = [0, 7, 11]
+    for i in nan_rows:  # pandas writes NaN floats as nulls
+        producer.rows["raw_features"][i]["amount_variance"] = float("nan")
+    producer.write()
+
+    result = pipeline.run_cli(*RUN_DAILY)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_loaded_exactly(pipeline, producer)
+    [(nans,)] = pipeline.ch.execute(f"SELECT countIf(isNaN(amount_variance))"
+                                    f" FROM {pipeline.database()}.raw_features")
+    assert nans == len(nan_rows)
+    # money_flows is not loaded, so not downloaded; the labels came from address-labels/
+    assert not os.path.exists(pipeline.download_dir())  # cleaned up after the load
+
+
+def test_a_producer_day_loads_from_s3_anonymously_asking_only_for_what_it_loads(pipeline, producer, s3):
+    producer.write()
+    for folder, _, names in os.walk(producer.root):
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as stream:
+                s3.put(os.path.relpath(os.path.join(folder, name), producer.root), stream.read())
+    s3.record()
+
+    result = pipeline.run_cli(*RUN_DAILY, SOT_URL=f"s3://{BUCKET}/snapshots", SOT_S3_ANONYMOUS="1")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_loaded_exactly(pipeline, producer)
+    asked = {r["url"].split("?")[0].split(f"/{BUCKET}/", 1)[1] for r in s3.recorded() if f"/{BUCKET}/" in r["url"]}
+    assert asked == {f"snapshots/ethereum/{DATE}/{WINDOW}/{name}" for name in
+                     ("META.json", "alerts.parquet", "features.parquet", "clusters.parquet")} | \
+        {"address-labels/ethereum_address_labels.parquet"}
+
+
+def test_a_day_without_clusters_loads_no_clusters(pipeline, producer):
+    producer.write(leave_out=("clusters",))
+
+    result = pipeline.run_cli(*RUN_DAILY)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_loaded_exactly(pipeline, producer, without=("raw_clusters",))
+    assert {row[0] for row in pipeline.markers()} == set(TABLES)
+
+
+def test_a_count_that_is_not_the_files_is_bad_input_naming_both(pipeline, producer):
+    producer.write(counts={"alerts": len(producer.rows["raw_alerts"]) + 1})
+
+    result = pipeline.run_cli(*RUN_DAILY, INGESTION_RETRY_ATTEMPTS="1")
+
+    assert result.returncode == 30, result.stderr[-3000:]
+    rows = len(producer.rows["raw_alerts"])
+    assert f"ethereum {DATE} alerts.parquet: META.json counts {rows + 1:,} rows of raw_alerts, the file holds" \
+           f" {rows:,}" in result.stderr
+    assert pipeline.counts() == {t: 0 for t in TABLES}
+    assert not os.path.exists(pipeline.download_dir())
+
+
+def test_labels_republished_since_the_export_load_the_current_file_and_say_so(pipeline, producer, capsys):
+    producer.write()
+    exported = producer.meta["sha256"]["address_labels.parquet"]
+    producer.republish_labels(extra=3)
+    current = sha256(producer.labels_path)
+
+    result = pipeline.run_cli(*RUN_DAILY)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert pipeline.count("raw_address_labels") == len(producer.rows["raw_address_labels"])
+    [said] = [line for line in result.stderr.splitlines() if "republished" in line]
+    assert f"META.json has sha256 {exported}, the current file {current}" in said
+    assert cli.main(["status", "--date", DATE.isoformat(), "--network", "ethereum"]) == 0
+    assert "labels republished since the export" in capsys.readouterr().out
+
+
+def test_meta_uploaded_before_a_file_is_not_published_yet_then_loads(pipeline, producer):
+    producer.write()
+    features = os.path.join(producer.folder, "features.parquet")
+    shutil.move(features, features + ".later")
+
+    early = pipeline.run_cli(*RUN_DAILY, INGESTION_RETRY_ATTEMPTS="1")
+
+    assert early.returncode == 30, early.stderr[-3000:]
+    assert f"ethereum {DATE}: not published yet: features.parquet, listed in META.json, is not at" \
+           f" {producer.folder}/features.parquet yet" in early.stderr
+    assert "bad input" not in early.stderr
+    shutil.move(features + ".later", features)
+    cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum"])
+    late = pipeline.run_cli(*RUN_DAILY)
+    assert late.returncode == 0, late.stderr[-3000:]
+    assert_loaded_exactly(pipeline, producer)
+
+
+def test_the_producers_types_load(pipeline, producer):
+    """A table with no rows that day (a file of no columns), decimals of
+    any precision up to 38, bools, times finer than a second, a column of
+    nulls only."""
+    producer.rows["raw_clusters"] = []  # pandas: a file with no columns
+    for i, row in enumerate(producer.rows["raw_alerts"]):
+        row["volume_usd"] = Decimal("12345678901234567890.123456789012345678") if i == 0 else Decimal("0.5")
+        row["created_at"] = dt.datetime(2024, 10, 30, 12, 0, 1, 999_000)
+        row["pattern_id"] = None  # all null: Arrow's null type; the column's DEFAULT ''
+    producer.write(counts={"clusters": 0})
+
+    result = pipeline.run_cli(*RUN_DAILY)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert pipeline.count("raw_clusters") == 0
+    alerts = pipeline.rows("raw_alerts", columns=["volume_usd", "created_at", "pattern_id"])
+    assert sorted(r[0] for r in alerts)[-1] == Decimal("12345678901234567890.123456789012345678")
+    assert {r[1] for r in alerts} == {dt.datetime(2024, 10, 30, 12, 0, 1)}  # floored
+    assert {r[2] for r in alerts} == {""}
+    [(flags,)] = pipeline.ch.execute(f"SELECT sum(is_whale) FROM {pipeline.database()}.raw_features")
+    assert flags == sum(r["is_whale"] for r in producer.rows["raw_features"])

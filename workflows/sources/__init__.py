@@ -1,0 +1,51 @@
+"""Where snapshots come from: one module per store (local, s3,
+sot_clickhouse), what they share in base, and the one that SOT_URL names."""
+import os
+import posixpath
+from urllib.parse import unquote, urlparse, urlunparse
+
+from ..config import ConfigError
+from .base import (DIRECTORY_MODE, NoSpace, NotPublished, SnapshotSource, SourceUnavailable, UnsafeFile,
+                   snapshot_path)
+
+__all__ = ["DIRECTORY_MODE", "NoSpace", "NotPublished", "SnapshotSource", "SourceUnavailable", "UnsafeFile",
+           "open_source", "snapshot_path"]
+
+LABELS_FOLDER = "address-labels"  # the producer's, beside its snapshots/ prefix
+
+
+def open_source(settings):
+    """The source that SOT_URL names, with the labels store of SOT_LABELS_URL
+    (default: the folder beside SOT_URL's)."""
+    if urlparse(settings.sot_url).scheme == "clickhouse":
+        from .sot_clickhouse import ClickHouseSnapshotSource
+        return ClickHouseSnapshotSource(settings)
+    source = _file_store(settings.sot_url, settings, "SOT_URL")
+    source.labels = _file_store(settings.sot_labels_url or beside(settings.sot_url, LABELS_FOLDER), settings,
+                                "SOT_LABELS_URL")
+    return source
+
+
+def beside(url, name):
+    """The folder `name` next to the last folder of `url` (a path or URL)."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file"):
+        path = unquote(parsed.path) if parsed.scheme == "file" else url
+        return os.path.join(os.path.dirname(path.rstrip("/")), name)
+    parent = posixpath.dirname(parsed.path.rstrip("/"))
+    return urlunparse(parsed._replace(path=posixpath.join(parent or "/", name)))
+
+
+def _file_store(url, settings, variable):
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file"):
+        from .local import LocalSnapshotSource
+        return LocalSnapshotSource(unquote(parsed.path) if parsed.scheme == "file" else url)
+    if parsed.scheme == "s3":
+        if "@" in parsed.netloc or not parsed.hostname:
+            raise ConfigError(f"{variable}: give s3://bucket/prefix; credentials go in AWS_ACCESS_KEY_ID and"
+                              " AWS_SECRET_ACCESS_KEY (or the AWS credential chain), not in the URL")
+        from .s3 import S3SnapshotSource, s3_filesystem
+        return S3SnapshotSource(parsed.netloc, parsed.path.strip("/"), s3_filesystem(settings))
+    raise ConfigError(f"{variable}: {parsed.scheme}:// is not a snapshot store; use a path, file://, s3://"
+                      + (" or clickhouse://" if variable == "SOT_URL" else ""))

@@ -1,0 +1,175 @@
+"""What a snapshot store is to the pipeline: a source fetches one snapshot
+into a directory (META.json and the files it lists, nothing else, each file
+hashed as its bytes arrive), and the failures it reports."""
+import hashlib
+import logging
+import os
+import shutil
+import time
+from abc import ABC, abstractmethod
+
+from ..meta import META_FILENAME, MetaError, labels_filename, parse_meta
+
+logger = logging.getLogger("workflows.sources")
+
+FILE_MODE = 0o600  # downloads are readable by the pipeline's user only
+DIRECTORY_MODE = 0o700
+CHUNK_BYTES = 8 << 20  # what one read asks for: memory stays flat whatever the file's size
+RETRY_DELAYS = (1, 2, 4, 8, 16, 32)  # seconds before each retry of a transient error, with no byte between
+
+
+class NotPublished(Exception):
+    """The snapshot is not (yet) complete at the source: no META.json."""
+
+
+class UnsafeFile(Exception):
+    """A snapshot file that must not be copied (a symlink, a device, ...)."""
+
+    def __init__(self, filename, reason):
+        self.filename, self.reason = filename, reason
+        super().__init__(f"{filename}: {reason}")
+
+
+class NoSpace(Exception):
+    """The download directory's file system cannot hold the snapshot."""
+
+
+class SourceUnavailable(Exception):
+    """The store failed in a way retrying will not fix now (access denied,
+    retries used up); the message is one line without credentials."""
+
+
+class Transient(Exception):
+    """A failure worth retrying: a dropped connection, a 5xx, a slow-down."""
+
+
+def space_needed(snapshot_bytes):
+    """What a download of this size needs free: the files plus a margin."""
+    return snapshot_bytes + snapshot_bytes // 20 + (1 << 20)
+
+
+def snapshot_path(network, date, window_days):
+    return f"{network}/{date.isoformat()}/{int(window_days)}"
+
+
+class SnapshotSource(ABC):
+    """What DownloadSOT sees of a store."""
+
+    @abstractmethod
+    def fetch(self, network, date, window_days, destination, progress=None):
+        """Writes META.json and the snapshot's files into the existing
+        directory `destination`; returns {filename: "algorithm:hex"} of the
+        bytes written. Raises NotPublished when the snapshot is not there
+        yet. `progress(message, percent)` follows the work."""
+
+    @abstractmethod
+    def describe(self, snapshot):
+        """Where the snapshot is, for messages: no credentials."""
+
+
+class FileSnapshotSource(SnapshotSource):
+    """A store that holds the snapshot's files (a folder, an S3 prefix)."""
+
+    labels = None  # the store of the producer's per-network labels files
+
+    def fetch(self, network, date, window_days, destination, progress=None):
+        """Copies META.json, then the files it lists, into the existing
+        directory `destination`; returns {filename: checksum} of the bytes
+        that arrived, as "algorithm:hex" in META.json's algorithm. The
+        producer's labels file comes from the labels store, under its name
+        in META.json. A META.json that does not parse is copied alone, for
+        ValidateMeta to refuse with its reason. A listed file the source
+        lacks is not published yet: the producer uploads in no particular
+        order. Refuses with NoSpace before copying a listed file when they
+        would not fit. `progress(message, percent)` follows the copy."""
+        snapshot = snapshot_path(network, date, window_days)
+        meta = self.retrying(f"{self.describe(snapshot)}/{META_FILENAME}", lambda: self.read(snapshot, META_FILENAME))
+        if meta is None:
+            raise NotPublished(f"not published yet: no {META_FILENAME} at {self.describe(snapshot)}")
+        with create_private_file(destination, META_FILENAME) as out:
+            out.write(meta)
+        try:
+            entries = [e for e in parse_meta(meta).values() if e.filename]
+        except MetaError:
+            return {}
+        where = {e.filename: (self.labels, "", labels_filename(network)) if e.shared_labels else
+                 (self, snapshot, e.filename) for e in entries}
+        sizes = {}
+        for name, (store, folder, key) in where.items():
+            sizes[name] = store.retrying(f"{store.describe(folder)}/{key}", lambda: store.size(folder, key))
+            if sizes[name] is None:
+                raise NotPublished(f"not published yet: {name}, listed in {META_FILENAME}, is not at"
+                                   f" {store.describe(folder).rstrip('/')}/{key} yet")
+        total = sum(sizes.values())
+        free = shutil.disk_usage(destination).free
+        if free < space_needed(total):
+            raise NoSpace(f"{free / 1e6:,.0f} MB free, the snapshot needs {space_needed(total) / 1e6:,.0f} MB"
+                          " with its margin")
+        arrived, copied = {}, 0
+        for entry in entries:
+            store, folder, key = where[entry.filename]
+            size, digest, done = sizes[entry.filename], hashlib.new(entry.algorithm), 0
+            with create_private_file(destination, entry.filename) as out:
+                for chunk in store.resumed(folder, key):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(f"{entry.filename}: {done / 1e6:,.0f} / {size / 1e6:,.0f} MB",
+                                 100 * (copied + done) / max(total, 1))
+            copied += done
+            arrived[entry.filename] = f"{entry.algorithm}:{digest.hexdigest()}"
+        return arrived
+
+    def resumed(self, snapshot, filename):
+        """The file's bytes, in chunks; a transient failure is logged and
+        retried after a pause, from the byte where it stopped."""
+        offset, failures = 0, 0
+        while True:
+            try:
+                for chunk in self.chunks(snapshot, filename, offset):
+                    offset += len(chunk)
+                    failures = 0
+                    yield chunk
+                return
+            except Transient as exc:
+                failures += 1
+                self.pause(f"{self.describe(snapshot)}/{filename} at {offset / 1e6:,.1f} MB", exc, failures)
+
+    def retrying(self, what, call):
+        """call(), with transient failures logged and retried after a pause."""
+        failures = 0
+        while True:
+            try:
+                return call()
+            except Transient as exc:
+                failures += 1
+                self.pause(what, exc, failures)
+
+    @staticmethod
+    def pause(what, exc, failures):
+        if failures > len(RETRY_DELAYS):
+            raise SourceUnavailable(f"{what}: {exc} ({len(RETRY_DELAYS)} retries used up)") from None
+        delay = RETRY_DELAYS[failures - 1]
+        logger.warning("%s: %s; retry %d of %d in %d s", what, exc, failures, len(RETRY_DELAYS), delay)
+        time.sleep(delay)
+
+    @abstractmethod
+    def read(self, snapshot, filename):
+        """The bytes of a small file of the snapshot, or None when it is not there."""
+
+    @abstractmethod
+    def size(self, snapshot, filename):
+        """A file's size in bytes, or None when the source does not have it."""
+
+    @abstractmethod
+    def chunks(self, snapshot, filename, offset):
+        """The file's bytes from `offset` on, in chunks of CHUNK_BYTES at most."""
+
+
+def create_private_file(directory, filename):
+    """A new file readable by the owner only, never through a symlink."""
+    fd = os.open(os.path.join(directory, filename), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+    return os.fdopen(fd, "wb")
+
+
