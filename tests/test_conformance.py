@@ -20,11 +20,13 @@ from clickhouse_driver import Client
 from targets import ClickHouseMarkerTarget
 from targets.clickhouse_marker import loaded_days
 from workflows import clickhouse, loader, sql
+from workflows.migrate import migrate
 from workflows.sources import sot_clickhouse
 from workflows.sample import make_snapshot, write_snapshot
 from workflows.schema import TABLES
 
 from engines import Engine26, Server1816
+from original_ddl import create_original
 
 DATE, OTHER_DATE, WINDOW, NETWORK = dt.date(2024, 10, 30), dt.date(2024, 10, 29), 195, "ethereum"
 # Decimal128(18) holds 38 digits; spelled out, since Python's arithmetic rounds to 28
@@ -132,6 +134,8 @@ def scenario(engine, tmp_path):
     seen["versions"] = engine.execute(
         f"SELECT max(version) FROM {database}.ingestion_markers WHERE table_name = 'raw_alerts'")  # merges drop older rows
 
+    seen["migrated"] = migrated_original(engine, database, folder)
+
     leftover = clickhouse.staging_name("raw_alerts", DATE, WINDOW)
     engine.execute(*sql.create_table(database, TABLES["raw_alerts"], leftover))
     seen["fresh staging kept"] = clickhouse.sweep_staging(engine, database)
@@ -147,6 +151,26 @@ def scenario(engine, tmp_path):
         f"SELECT {', '.join(TABLES[t].column_names)} FROM {database}.{t} WHERE processing_date = %(d)s",
         {"d": DATE})) for t in TABLES}
     engine.execute(f"DROP DATABASE {database}")
+    return seen
+
+
+def fill_original(engine, database, folder, tables):
+    """The original tables (original_ddl), holding the day's rows of the snapshot in `folder`."""
+    create_original(engine, database, modern=engine.generation != "18.16", tables=tables)
+    for table in tables:
+        source = loader.CheckedParquet(f"{folder}/{table}.parquet", TABLES[table], DATE, WINDOW, NETWORK)
+        engine.insert_native(database, table, [c.name for c in source.columns], loader.encoded_blocks(source))
+
+
+def migrated_original(engine, database, folder):
+    """raw_clusters as the replaced system made it, migrated: what was rebuilt, its rows, its partition key."""
+    original = f"{database}_original"
+    fill_original(engine, original, folder, ["raw_clusters"])
+    rebuilt = migrate(engine, original, say=lambda line: None)
+    seen = (rebuilt, clickhouse.count_all_rows(engine, original, "raw_clusters"),
+            engine.execute("SELECT partition_key FROM system.tables WHERE database = %(d)s", {"d": original}),
+            migrate(engine, original, say=lambda line: None))
+    engine.execute(f"DROP DATABASE {original}")
     return seen
 
 
@@ -192,6 +216,37 @@ def test_every_statement_gives_the_same_results_on_both_generations(server1816, 
     assert [name for (name,) in old["tables at the end"]] == sorted([*TABLES, "complete_days", "ingestion_markers"])
     assert {t: len(rows) for t, rows in old["exported"].items()} == dict(old["counts"], raw_clusters=0)
     assert old["exported as held"] == {t: True for t in TABLES}
+    assert old["migrated"] == (["raw_clusters"], 3, [("(processing_date, window_days)",)], [])
+
+
+def test_a_database_of_the_old_system_migrated_keeps_bool_and_skip_indexes_and_takes_a_day(engine, tmp_path):
+    """On 26.x the replaced system's tables have Bool flags and skip indexes:
+    the migration keeps both, and a day staged from UInt8 swaps in."""
+    database = new_database()
+    folder = write_snapshot(str(tmp_path), NETWORK, DATE, WINDOW, make_snapshot(NETWORK, DATE, WINDOW, 300))
+    fill_original(engine, database, folder, list(TABLES))
+    held = {t: clickhouse.count_all_rows(engine, database, t) for t in TABLES}
+    with pytest.raises(clickhouse.LayoutMismatch, match="cannot take a day swap"):
+        clickhouse.ensure_schema(engine, database)
+
+    assert migrate(engine, database, say=lambda line: None) == list(TABLES)
+
+    assert {t: clickhouse.count_all_rows(engine, database, t) for t in TABLES} == held
+    clickhouse.ensure_schema(engine, database)  # the layout now takes day swaps
+    modern = engine.generation != "18.16"
+    [(flag_type,)] = engine.execute(f"SELECT type FROM system.columns WHERE database = '{database}'"
+                                    " AND table = 'raw_features' AND name = 'is_whale'")
+    assert flag_type == ("Bool" if modern else "UInt8")
+    if modern:
+        assert engine.execute(f"SELECT table, name FROM system.data_skipping_indices WHERE database = '{database}'"
+                              " ORDER BY table, name") == [
+            ("raw_address_labels", "idx_network"), ("raw_alerts", "idx_address"),
+            ("raw_alerts", "idx_processing_date"), ("raw_clusters", "idx_cluster_id"),
+            ("raw_features", "idx_is_whale"), ("raw_features", "idx_window_days")]
+    again = write_snapshot(str(tmp_path / "again"), NETWORK, DATE, WINDOW, make_snapshot(NETWORK, DATE, WINDOW, 200))
+    assert load(engine, database, "raw_features", f"{again}/raw_features.parquet") == 200
+    assert clickhouse.count_rows(engine, database, "raw_features", DATE, WINDOW) == 200
+    engine.execute(f"DROP DATABASE {database}")
 
 
 def test_a_zero_row_day_fails_with_replace_partition_on_the_current_engine(engine26):

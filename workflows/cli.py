@@ -18,7 +18,8 @@ from .config import ConfigError, Settings, check_network, known_network
 from .errors import one_line
 from .meta import TABLES
 from .publish import publish
-from .resources import replica_clients
+from .migrate import MigrationFailed, migrate
+from .resources import clickhouse_client, replica_clients
 from .sources import NotPublished, SourceUnavailable
 from .tasks import (STEPS, Cleanup, day_tasks, describe_failure, last_failure_key, republished_labels_key, step_tasks,
                     yesterday)
@@ -214,6 +215,11 @@ def command_line():
     out.add_argument("--to", required=True, metavar="URL", help="a folder, file:///folder or s3://bucket/prefix")
     out.add_argument("--window-days", type=_days, help=window_help)
     out.add_argument("--force", action="store_true", help=force_help)
+    move = commands.add_parser("migrate", help="rebuild a network's tables made by the system this pipeline replaces"
+                                               " in the pipeline's layout, every row kept", description=migrate.__doc__)
+    move.add_argument("--network", required=True, help=network_help)
+    move.add_argument("--dry-run", action="store_true", help="say what it would do, change nothing")
+    move.add_argument("--force", action="store_true", help=force_help)
     return parser
 
 
@@ -225,10 +231,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     try:
-        settings = Settings.from_env(reads_snapshots=args.command not in ("crontab", "publish"))
+        settings = Settings.from_env(reads_snapshots=args.command not in ("crontab", "publish", "migrate"))
         if args.command == "crontab":
             sys.stdout.write(crontab(settings.networks, args.workdir, args.luigi, args.log_dir))
             return 0
+        if args.command == "migrate":
+            return migrate_network(settings, network_of_command(args.network, settings, args.force), args.dry_run)
         window_days = args.window_days or settings.window_days
         if args.command == "publish":
             return publish_day(settings, network_of_command(args.network, settings, args.force), args.date, window_days,
@@ -260,6 +268,26 @@ def main(argv=None):
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def migrate_network(settings, network, dry_run):
+    database = settings.database_for(network)
+    if settings.clickhouse_cluster:
+        print(f"migrate {database}: it rebuilds tables on one server, as the replaced system had; with"
+              " CLICKHOUSE_CLUSTER set nothing is done", file=sys.stderr)
+        return 2
+    try:
+        client = clickhouse_client(settings)
+        if not clickhouse.database_exists(client, database):
+            print(f"{database}: no such database; the first run creates it in the pipeline's layout")
+            return 0
+        rebuilt = migrate(client, database, dry_run)
+    except (ClickHouseError, OSError, MigrationFailed) as exc:
+        print(f"migrate {database}: {one_line(exc)}", file=sys.stderr)
+        return 1
+    verb = "would rebuild" if dry_run else "rebuilt"
+    print(f"{database}: {verb} {len(rebuilt)} table(s)" + (f": {', '.join(rebuilt)}" if rebuilt else ""))
     return 0
 
 

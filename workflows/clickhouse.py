@@ -23,6 +23,7 @@ from clickhouse_driver.writer import write_binary_str, write_binary_uint128
 
 from . import sql
 from .native import native_block
+from .layout import ServedTable, layout_differences
 from .schema import COMPLETE_DAYS_VIEW, MARKER_TABLE, STAGING_PREFIX, TABLES
 
 # A staging table older than this belongs to a load that died (a load of a
@@ -41,20 +42,67 @@ class DayCountMismatch(RuntimeError):
     """After the swap the day does not hold the rows that were loaded."""
 
 
+class LayoutMismatch(RuntimeError):
+    """A table of the database cannot take a day swap (made by the system
+    this pipeline replaces: month partitions, another order); the message
+    names the table and what differs."""
+
+
 def ensure_schema(ch, database, cluster=None):
     """Creates the database, the four tables, the marker table and the
     complete_days view, on every replica of `cluster`, when any is missing
     on the server `ch` talks to. Checked first, since DDL ON CLUSTER waits
     for every replica: with one down, a run would wait out
-    distributed_ddl_task_timeout (180 s) and fail."""
+    distributed_ddl_task_timeout (180 s) and fail. Raises LayoutMismatch,
+    before any load, for a table that is there but cannot take a day swap."""
     wanted = {*TABLES, MARKER_TABLE, COMPLETE_DAYS_VIEW}
-    if wanted <= {name for (name,) in listed(ch, sql.table_names(database))}:
+    present = {name for (name,) in listed(ch, sql.table_names(database))}
+    check_layouts(ch, database)
+    if wanted <= present:
         return
     ch.execute(*sql.create_database(database, cluster))
     for table in TABLES.values():
         ch.execute(*sql.create_table(database, table, cluster=cluster))
     ch.execute(*sql.create_marker_table(database, cluster))
     ch.execute(*sql.create_complete_days_view(database, list(TABLES), cluster))
+
+
+def served_tables(ch, database):
+    """{name: layout.ServedTable} of the four tables the database holds."""
+    names = list(TABLES)
+    described = listed(ch, sql.served_tables(database, names))
+    if not described:
+        return {}
+    columns, indexes = {}, {}
+    for table, name, type_ in ch.execute(*sql.served_columns(database, names)):
+        columns.setdefault(table, []).append((name, type_))
+    if ch.execute(*sql.has_skip_indexes())[0][0]:
+        for table, clause in ch.execute(*sql.skip_indexes(database, names)):
+            indexes.setdefault(table, []).append(clause)
+    return {name: ServedTable(engine, partition, sorting, tuple(columns.get(name, ())), tuple(indexes.get(name, ())))
+            for name, engine, partition, sorting in described}
+
+
+def check_layouts(ch, database):
+    """LayoutMismatch naming the first table that cannot take a day swap, and the others."""
+    served = served_tables(ch, database)
+    mismatched = {name: differences for name, table in TABLES.items()
+                  if name in served and (differences := layout_differences(table, served[name]))}
+    if mismatched:
+        (first, differences), *others = mismatched.items()
+        also = f" (and {', '.join(name for name, _ in others)})" if others else ""
+        raise LayoutMismatch(f"{database}.{first}{also} cannot take a day swap: {'; '.join(differences)}")
+
+
+def swap_tables(ch, database, name, other):
+    """Gives each table the other's name: atomic in an Atomic database
+    (current servers); two renames in one statement in an Ordinary one
+    (18.16), between which a reader may find `name` missing."""
+    if ch.execute(*sql.database_engine(database))[0][0] == "Atomic":
+        ch.execute(*sql.exchange_tables(database, name, other))
+        return
+    spare = f"{name}__exchanging"
+    ch.execute(*sql.rename_tables(database, [(name, spare), (other, name), (spare, other)]))
 
 
 def listed(ch, statement, attempts=5):
@@ -143,7 +191,7 @@ def dropped_after(ch, database, name):
 def keep_staged(ch, database, staging, table_name, date, window_days, download_id):
     """Hands a filled staging table over to the load of `download_id` that
     will swap it in (claim_staged): it then outlives this process."""
-    ch.execute(*sql.rename_table(database, staging, staging_name(table_name, date, window_days, download_id)))
+    ch.execute(*sql.rename_tables(database, [(staging, staging_name(table_name, date, window_days, download_id))]))
 
 
 def claim_staged(ch, database, table_name, date, window_days, download_id, rows):
@@ -158,7 +206,7 @@ def claim_staged(ch, database, table_name, date, window_days, download_id, rows)
             continue
         mine = staging_name(table_name, date, window_days)
         try:
-            ch.execute(*sql.rename_table(database, name, mine))
+            ch.execute(*sql.rename_tables(database, [(name, mine)]))
         except ServerException as exc:
             if exc.code == ErrorCodes.UNKNOWN_TABLE:  # a concurrent load took it first
                 continue

@@ -32,6 +32,7 @@ class Table:
     name: str
     columns: tuple
     order_by: tuple
+    indexes: tuple = ()  # skip index clauses a migrated table keeps (workflows.layout.migrated_layout)
 
     @property
     def column_names(self):

@@ -56,9 +56,8 @@ def create_table(database, table: Table, name=None, cluster=None):
     staging table is always a local MergeTree whatever the engine of the
     table it feeds."""
     columns = ",\n    ".join(
-        f"{quote_identifier(c.name)} {c.type}" + (f" DEFAULT {c.default}" if c.default else "")
-        for c in table.columns
-    )
+        [f"{quote_identifier(c.name)} {c.type}" + (f" DEFAULT {c.default}" if c.default else "")
+         for c in table.columns] + list(table.indexes))
     cluster = None if name else cluster
     return (
         f"CREATE TABLE IF NOT EXISTS {_name(database, name or table.name)}{_on_cluster(cluster)} (\n    {columns}\n)"
@@ -90,12 +89,52 @@ def create_complete_days_view(database, tables, cluster=None):
     ), None
 
 
+def served_tables(database, names):
+    """(name, engine, partition_key, sorting_key) of those of `names` the database holds."""
+    return ("SELECT name, engine, partition_key, sorting_key FROM system.tables"
+            " WHERE database = %(database)s AND name IN %(names)s", {"database": database, "names": tuple(names)})
+
+
+def served_columns(database, names):
+    """(table, column, type) of those tables, each table's columns in its order."""
+    return ("SELECT table, name, type FROM system.columns WHERE database = %(database)s AND table IN %(names)s",
+            {"database": database, "names": tuple(names)})
+
+
+def has_skip_indexes():
+    """Whether the server has skip indexes (ClickHouse 18.16 has not)."""
+    return "SELECT count() FROM system.tables WHERE database = 'system' AND name = 'data_skipping_indices'", None
+
+
+def skip_indexes(database, names):
+    """(table, index clause) of the skip indexes of those tables."""
+    return ("SELECT table, concat('INDEX ', name, ' ', expr, ' TYPE ', type_full, ' GRANULARITY ',"
+            " toString(granularity)) FROM system.data_skipping_indices"
+            " WHERE database = %(database)s AND table IN %(names)s", {"database": database, "names": tuple(names)})
+
+
+def database_engine(database):
+    return "SELECT engine FROM system.databases WHERE name = %(database)s", {"database": database}
+
+
+def copy_rows(database, source, target, columns):
+    """Every row of `source` into `target`, the listed columns by name."""
+    listed = ", ".join(quote_identifier(c) for c in columns)
+    return f"INSERT INTO {_name(database, target)} ({listed}) SELECT {listed} FROM {_name(database, source)}", None
+
+
+def exchange_tables(database, name, other):
+    """Atomic, in a database of the Atomic engine (current servers' default)."""
+    return f"EXCHANGE TABLES {_name(database, name)} AND {_name(database, other)}", None
+
+
+def rename_tables(database, renames):
+    """Several renames in one statement: [(name, new_name), ...]."""
+    return "RENAME TABLE " + ", ".join(f"{_name(database, a)} TO {_name(database, b)}" for a, b in renames), None
+
+
 def drop_table(database, name):
     return f"DROP TABLE IF EXISTS {_name(database, name)}", None
-
-
-def rename_table(database, name, new_name):
-    return f"RENAME TABLE {_name(database, name)} TO {_name(database, new_name)}", None
 
 
 def insert_rows(database, name, columns):

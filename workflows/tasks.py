@@ -182,7 +182,11 @@ class IngestionTask(luigi.Task):
         ch = clickhouse_client(self.settings)
         key = (os.getpid(), self.settings.clickhouse_replicas, self.database)
         if key not in self._schemas_ready:
-            clickhouse.ensure_schema(ch, self.database, self.settings.clickhouse_cluster)
+            try:
+                clickhouse.ensure_schema(ch, self.database, self.settings.clickhouse_cluster)
+            except clickhouse.LayoutMismatch as exc:
+                raise TablesNeedMigration(f"{exc}; run python -m workflows migrate --network {self.network}"
+                                          " (--dry-run to see what it does)") from None
             self._schemas_ready.add(key)
         return ch
 
@@ -372,6 +376,11 @@ class IngestionTask(luigi.Task):
 
 class ServerUnavailable(OneLineFailure):
     """Redis or ClickHouse did not answer while checking a step; the message is one line."""
+
+
+class TablesNeedMigration(OneLineFailure):
+    """The network's database holds tables of the system this pipeline
+    replaces, which cannot take a day swap: nothing is loaded until they are migrated."""
 
 
 class DownloadFailed(OneLineFailure):
