@@ -161,3 +161,12 @@ def test_columns_dropped_added_nulled_or_out_of_range(tmp_path_factory, data):
         assert not (required & set(dropped))  # a file without a required column is never accepted
     elif not (required & set(dropped)) and change == "none":
         raise AssertionError("a file that fits its table was refused")
+
+
+@given(st.lists(st.sampled_from(["a", "b_1", "toYYYYMM(d)", "tuple(a, b)", "'x,y'", "f(g(h, i), j)"]),
+                min_size=1, max_size=5))
+def test_key_columns_of_any_key_written_with_or_without_its_parentheses(parts):
+    from workflows.layout import key_columns
+    assert key_columns(", ".join(parts)) == tuple(parts)
+    assert key_columns("(" + ", ".join(parts) + ")") == tuple(parts)
+

@@ -1,4 +1,5 @@
 """Pure functions, no servers: META.json, checksums, settings, Native encoding."""
+import dataclasses
 import datetime as dt
 import decimal
 import hashlib
@@ -450,3 +451,37 @@ def test_arrows_own_allocations_use_the_pool_that_returns_freed_memory():
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert shown.stdout.strip() == "jemalloc"
+
+
+def test_key_columns_reads_a_key_however_the_server_spells_it():
+    from workflows.layout import key_columns
+    assert key_columns("(processing_date, window_days)") == ("processing_date", "window_days")
+    assert key_columns("processing_date, window_days") == ("processing_date", "window_days")
+    assert key_columns("toYYYYMM(processing_date)") == ("toYYYYMM(processing_date)",)
+    assert key_columns("(window_days, toYYYYMM(processing_date))") == ("window_days", "toYYYYMM(processing_date)")
+    assert key_columns("(toYYYYMM(d), x) , 'a,b'") == ("(toYYYYMM(d), x)", "'a,b'")
+    assert key_columns("") == ()
+
+
+def test_layout_differences_name_what_keeps_a_table_from_a_day_swap():
+    from workflows.layout import ServedTable, layout_differences, migrated_layout
+    from workflows.schema import TABLES as SCHEMAS
+    features = SCHEMAS["raw_features"]
+    ours = tuple((c.name, c.type.replace("Decimal128(18)", "Decimal(38, 18)")) for c in features.columns)
+    served = ServedTable("MergeTree", "(processing_date, window_days)", "processing_date, window_days, address", ours)
+    assert layout_differences(features, served) == []
+    with_bool = tuple((n, "Bool" if n == "is_whale" else t) for n, t in ours)
+    assert layout_differences(features, dataclasses.replace(served, columns=with_bool)) == []  # the same bytes
+    original = ServedTable("ReplacingMergeTree", "(window_days, toYYYYMM(processing_date))",
+                           "window_days, processing_date, address",
+                           tuple((n, "String" if n == "kcore" else t) for n, t in with_bool if n != "pagerank")
+                           + (("extra", "UInt8"),), ("INDEX idx_a address TYPE bloom_filter(0.01) GRANULARITY 4",))
+    assert layout_differences(features, original) == [
+        "engine ReplacingMergeTree, not MergeTree",
+        "partition key (window_days, toYYYYMM(processing_date)), the pipeline's (processing_date, window_days)",
+        "order (window_days, processing_date, address), the pipeline's (processing_date, window_days, address)",
+        "no column pagerank", "columns the pipeline lacks: extra", "types kcore String (the pipeline's differ)"]
+    rebuilt = migrated_layout(features, original)
+    assert rebuilt.indexes == original.indexes and rebuilt.order_by == features.order_by
+    assert {c.name: c.type for c in rebuilt.columns}["is_whale"] == "Bool"
+    assert {c.name: c.type for c in rebuilt.columns}["kcore"] == "UInt32"  # not the same bytes: the pipeline's
