@@ -11,6 +11,7 @@ import pytest
 from conftest import DATE, REPO
 
 from workflows import cli
+from workflows.local_servers import free_port
 from workflows.meta import TABLES
 
 
@@ -226,3 +227,37 @@ def test_a_backfill_over_unpublished_days_ends_with_one_line_per_missing_day(pip
                                f" published yet: no META.json at {pipeline.snapshot_dir(date=day)}"
                                for day in missing], summary
     assert all(pipeline.counts(date=published).values())
+
+
+def cli_command(pipeline, *args, **env):
+    return subprocess.run([sys.executable, "-m", "workflows", *args], cwd=REPO,
+                          env={**os.environ, **pipeline.env, **env}, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("fault", ["redis down", "clickhouse down", "table dropped by hand"])
+@pytest.mark.parametrize("command", ["status", "reset"])
+def test_read_only_and_reset_commands_say_in_one_line_which_server_or_table_failed(pipeline, command, fault):
+    pipeline.publish()
+    assert pipeline.run()
+    env = {}
+    if fault == "redis down":
+        env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
+    elif fault == "clickhouse down":
+        env["CLICKHOUSE_PORT"] = str(free_port())
+    else:
+        pipeline.ch.execute(f"DROP TABLE {pipeline.database()}.raw_clusters")
+    args = ["--date", DATE.isoformat(), "--network", "ethereum"] + (["--step", "load"] if command == "reset" else [])
+
+    result = cli_command(pipeline, command, *args, **env)
+
+    if command == "reset" and fault == "table dropped by hand":  # reset makes the schema whole, as a run does
+        assert result.returncode == 0, result.stderr
+        assert pipeline.count("raw_clusters") == 0
+        return
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"{command}: "), line
+    assert {"redis down": f"Redis 127.0.0.1:{env.get('REDIS_URL', '::').split(':')[-1].split('/')[0]}: ",
+            "clickhouse down": f"ClickHouse 127.0.0.1:{env.get('CLICKHOUSE_PORT')}: ",
+            "table dropped by hand": "raw_clusters"}[fault] in line, line
+    assert "Traceback" not in result.stderr

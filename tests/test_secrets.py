@@ -85,3 +85,38 @@ def test_no_output_of_any_run_holds_a_secret(pipeline, guarded_servers, start_lu
     for secret in SECRETS:
         assert secret not in everything
     assert CREDENTIALED_URL.findall(everything) == []
+
+
+SECRET = "s3cr3t-in-a-setting"
+MALFORMED = [  # (variable, value, what the one line says)
+    ("REDIS_URL", f"redis://:pa/{SECRET}@127.0.0.1:6379/0", "does not parse"),  # an unencoded '/'
+    ("REDIS_URL", f"redis://:{SECRET}@127.0.0.1:port/0", "does not parse"),
+    ("REDIS_URL", f"rediz://:{SECRET}@127.0.0.1:6379/0", "not a redis://"),
+    ("ALERT_WEBHOOK_URL", f"hooks.example.com/services/T0?token={SECRET}", "not an http:// or https:// URL"),
+    ("ALERT_WEBHOOK_URL", f"ftp://hooks.example.com/{SECRET}", "not an http:// or https:// URL"),
+    ("SOT_S3_ENDPOINT", f"{SECRET}.s3.example.com", "not an http:// or https:// URL"),
+    ("SOT_URL", f"ftp://reader:{SECRET}@host/snapshots", "ftp:// is not a snapshot store"),
+    ("SOT_URL", f"s3://AKIA:{SECRET}@bucket/snapshots", "credentials go in AWS_ACCESS_KEY_ID"),
+    ("CLICKHOUSE_HOST", f"default:{SECRET}@clickhouse", "an entry is not host or host:port"),
+]
+
+
+@pytest.mark.parametrize("variable,value,says", MALFORMED, ids=[f"{v}-{i}" for i, (v, _, _) in enumerate(MALFORMED)])
+def test_a_malformed_setting_gets_one_line_naming_it_and_no_part_of_its_secret(pipeline, luigid, variable, value,
+                                                                               says):
+    pipeline.publish()
+    outputs = []
+    for command in (["luigi", "--module", "workflows", "RunDaily", "--date", DATE.isoformat(),
+                     "--networks", "ethereum"],
+                    [sys.executable, "-m", "workflows", "status", "--date", DATE.isoformat()]):
+        if command[0] == "luigi":
+            command[0] = os.path.join(os.path.dirname(sys.executable), "luigi")
+        result = subprocess.run(command, cwd=REPO, env={**os.environ, **pipeline.env, variable: value},
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode != 0
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"configuration error: {variable}: ") and says in last, result.stderr[-2000:]
+        outputs.append(result.stdout + result.stderr)
+    assert SECRET not in "".join(outputs)
+    assert luigid_tasks(luigid, "RUNNING") == {}  # the run stopped before it told luigid of any task
+    assert not os.path.exists(pipeline.downloads)

@@ -4,10 +4,12 @@ luigid, write a snapshot from the SOT ClickHouse."""
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import sys
 
 import luigi.cmdline
+import redis
 from clickhouse_driver.errors import Error as ClickHouseError
 
 from targets import RedisMarkerTarget
@@ -19,7 +21,7 @@ from .errors import one_line
 from .meta import TABLES
 from .publish import publish
 from .migrate import MigrationFailed, migrate
-from .resources import clickhouse_client, replica_clients
+from .resources import clickhouse_client, failed_server, replica_clients
 from .sources import NotPublished, SourceUnavailable
 from .tasks import (STEPS, Cleanup, day_tasks, describe_failure, last_failure_key, republished_labels_key, step_tasks,
                     yesterday)
@@ -229,6 +231,8 @@ def main(argv=None):
         return luigid(argv[1:])
     parser = command_line()
     args = parser.parse_args(argv)
+    # the command says in one line which server failed; the driver's own line per failed connect is noise here
+    logging.getLogger("clickhouse_driver.connection").setLevel(logging.CRITICAL)
 
     try:
         settings = Settings.from_env(reads_snapshots=args.command not in ("crontab", "publish", "migrate"))
@@ -268,6 +272,9 @@ def main(argv=None):
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except (redis.RedisError, ClickHouseError, OSError) as exc:  # a server down, a table dropped by hand, ...
+        print(f"{args.command}: {failed_server(settings, exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -4,10 +4,11 @@ import os
 import re
 import socket
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from dotenv import load_dotenv
 from luigi.configuration import LuigiConfigParser
+from redis.connection import parse_url as parse_redis_url
 
 NETWORK_NAME = re.compile(r"[a-z0-9_]+")
 
@@ -155,7 +156,7 @@ class Settings:
         _one_database_per_network(env, networks)
         secure, sot_secure = _flag(env, "CLICKHOUSE_SECURE"), _flag(env, "SOT_SECURE")
         return cls(
-            redis_url=env["REDIS_URL"] or _redis_url_from_parts(env),
+            redis_url=_redis_url(env) if env["REDIS_URL"] else _redis_url_from_parts(env),
             clickhouse_replicas=_replicas(env, _integer(env, "CLICKHOUSE_PORT", 1, 65535) if env["CLICKHOUSE_PORT"]
                                           else (9440 if secure else 9000)),
             clickhouse_user=env["CLICKHOUSE_USER"],
@@ -165,9 +166,9 @@ class Settings:
             clickhouse_ca_certs=env["CLICKHOUSE_CA_CERTS"],
             clickhouse_verify=_flag(env, "CLICKHOUSE_VERIFY"),
             clickhouse_cluster=_name(env, "CLICKHOUSE_CLUSTER"),
-            sot_url=env["SOT_URL"],
-            sot_labels_url=env["SOT_LABELS_URL"],
-            sot_s3_endpoint=env["SOT_S3_ENDPOINT"],
+            sot_url=_store_url(env, "SOT_URL"),
+            sot_labels_url=_store_url(env, "SOT_LABELS_URL"),
+            sot_s3_endpoint=_http_url(env, "SOT_S3_ENDPOINT"),
             sot_s3_region=env["SOT_S3_REGION"],
             sot_s3_anonymous=_flag(env, "SOT_S3_ANONYMOUS"),
             sot_host=env["SOT_HOST"],
@@ -185,7 +186,7 @@ class Settings:
             allow_empty_day=_flag(env, "INGESTION_ALLOW_EMPTY_DAY"),
             connect_timeout=_integer(env, "INGESTION_CONNECT_TIMEOUT", 1, 3600),
             compression=_compression(env),
-            alert_webhook_url=env["ALERT_WEBHOOK_URL"],
+            alert_webhook_url=_http_url(env, "ALERT_WEBHOOK_URL"),
         )
 
 
@@ -247,7 +248,8 @@ def _replicas(env, default_port):
     for entry in (e.strip() for e in env["CLICKHOUSE_HOST"].split(",")):
         match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?::([0-9]{1,5}))?", entry)
         if not match or not 0 < int(match[2] or default_port) < 65536:
-            raise ConfigError(f"CLICKHOUSE_HOST: {entry!r} is not host or host:port")
+            shown = NOT_SHOWN if "@" in entry else repr(entry)
+            raise ConfigError(f"CLICKHOUSE_HOST: an entry is not host or host:port ({shown})")
         replicas.append((match[1], int(match[2] or default_port)))
     return tuple(replicas)
 
@@ -266,6 +268,58 @@ def _database_template(env, name):
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", probe):
         raise ConfigError(f"{name}: {template!r} is not a database name (letters, digits, _ and {{network}})")
     return template
+
+
+NOT_SHOWN = "the value is not shown: it may hold a password or token"
+
+
+def _redis_url(env):
+    """REDIS_URL as redis-py will read it, or one line that shows no part of
+    it: a password with an unencoded '/', '@' or ':' moves the host into the
+    password, and the URL would show it."""
+    url = env["REDIS_URL"]
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"REDIS_URL: not a redis://, rediss:// or unix:// URL ({NOT_SHOWN})")
+    try:
+        parse_redis_url(url)
+        parsed.port  # noqa: B018 (raises ValueError when the port is not a number)
+        parses = parsed.scheme == "unix" or parsed.hostname is not None
+    except ValueError:
+        parses = False
+    if not parses:
+        raise ConfigError("REDIS_URL: does not parse as redis://[:password@]host[:port]/db; percent-encode '/',"
+                          f" '@' and ':' in the password ({NOT_SHOWN})")
+    return url
+
+
+def _store_url(env, name):
+    """A snapshot store: a path, file://, s3://bucket/prefix (no credentials
+    in it) or, for SOT_URL, clickhouse://."""
+    url = env[name]
+    parsed = urlsplit(url)
+    stores = ("", "file", "s3", "clickhouse") if name == "SOT_URL" else ("", "file", "s3")
+    if parsed.scheme not in stores:
+        raise ConfigError(f"{name}: {parsed.scheme}:// is not a snapshot store; use a path, file://, s3://"
+                          + (" or clickhouse://" if name == "SOT_URL" else ""))
+    if parsed.scheme == "s3" and ("@" in parsed.netloc or not parsed.hostname):
+        raise ConfigError(f"{name}: give s3://bucket/prefix; credentials go in AWS_ACCESS_KEY_ID and"
+                          " AWS_SECRET_ACCESS_KEY (or the AWS credential chain), not in the URL")
+    return url
+
+
+def _http_url(env, name):
+    """An http(s):// URL with a host, or empty."""
+    url = env[name]
+    if url:
+        parsed = urlsplit(url)
+        try:
+            parsed.port
+        except ValueError:
+            parsed = parsed._replace(scheme="")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ConfigError(f"{name}: not an http:// or https:// URL with a host ({NOT_SHOWN})")
+    return url
 
 
 def _redis_url_from_parts(env):

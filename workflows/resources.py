@@ -7,6 +7,7 @@ import redis
 from clickhouse_driver import Client
 
 from . import sql
+from .errors import one_line
 
 _clients = {}
 
@@ -34,6 +35,13 @@ def redis_address(client):
     """host:port of a Redis client, for messages: never its password."""
     options = client.connection_pool.connection_kwargs
     return f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
+
+
+def failed_server(settings, exc):
+    """A failure of Redis or ClickHouse as one line naming the server (never a password)."""
+    if isinstance(exc, redis.RedisError):
+        return f"Redis {redis_address(redis_client(settings))}: {one_line(exc)}"
+    return f"ClickHouse {settings.clickhouse_address}: {one_line(exc)}"
 
 
 def clickhouse_client(settings):

@@ -31,7 +31,7 @@ from . import alerts, clickhouse, loader, scheduler
 from .config import ConfigError, Settings, check_network, known_network
 from .errors import OneLineFailure, SnapshotError, WithoutTracebacks, one_line
 from .meta import META_FILENAME, TABLES, MetaError, file_digest, parse_meta
-from .resources import clickhouse_client, redis_address, redis_client
+from .resources import clickhouse_client, failed_server, redis_client
 from .schema import TABLES as TABLE_SCHEMAS
 from .sources import DIRECTORY_MODE, NoSpace, NotPublished, SourceUnavailable, UnsafeFile, open_source
 
@@ -297,11 +297,9 @@ class IngestionTask(luigi.Task):
 
     def unavailable(self, exc):
         """What failed, named: the server, or the download folder."""
-        if isinstance(exc, redis.RedisError):
-            return f"Redis {redis_address(self.redis)}: {one_line(exc)}"
         if isinstance(exc, OSError) and exc.filename is not None:  # a file, not a socket
             return download_folder_failure(self.settings, exc)
-        return f"ClickHouse {self.settings.clickhouse_address}: {one_line(exc)}"
+        return failed_server(self.settings, exc)
 
     def is_complete(self):
         return super().complete()

@@ -4,7 +4,6 @@ import os
 import posixpath
 from urllib.parse import unquote, urlparse, urlunparse
 
-from ..config import ConfigError
 from .base import (DIRECTORY_MODE, NoSpace, NotPublished, SnapshotSource, SourceUnavailable, UnsafeFile,
                    snapshot_path)
 
@@ -20,9 +19,8 @@ def open_source(settings):
     if urlparse(settings.sot_url).scheme == "clickhouse":
         from .sot_clickhouse import ClickHouseSnapshotSource
         return ClickHouseSnapshotSource(settings)
-    source = _file_store(settings.sot_url, settings, "SOT_URL")
-    source.labels = _file_store(settings.sot_labels_url or beside(settings.sot_url, LABELS_FOLDER), settings,
-                                "SOT_LABELS_URL")
+    source = _file_store(settings.sot_url, settings)
+    source.labels = _file_store(settings.sot_labels_url or beside(settings.sot_url, LABELS_FOLDER), settings)
     return source
 
 
@@ -36,16 +34,11 @@ def beside(url, name):
     return urlunparse(parsed._replace(path=posixpath.join(parent or "/", name)))
 
 
-def _file_store(url, settings, variable):
+def _file_store(url, settings):
+    """The store of a path, file:// or s3:// URL (config checked its form)."""
     parsed = urlparse(url)
-    if parsed.scheme in ("", "file"):
-        from .local import LocalSnapshotSource
-        return LocalSnapshotSource(unquote(parsed.path) if parsed.scheme == "file" else url)
     if parsed.scheme == "s3":
-        if "@" in parsed.netloc or not parsed.hostname:
-            raise ConfigError(f"{variable}: give s3://bucket/prefix; credentials go in AWS_ACCESS_KEY_ID and"
-                              " AWS_SECRET_ACCESS_KEY (or the AWS credential chain), not in the URL")
         from .s3 import S3SnapshotSource, s3_filesystem
         return S3SnapshotSource(parsed.netloc, parsed.path.strip("/"), s3_filesystem(settings))
-    raise ConfigError(f"{variable}: {parsed.scheme}:// is not a snapshot store; use a path, file://, s3://"
-                      + (" or clickhouse://" if variable == "SOT_URL" else ""))
+    from .local import LocalSnapshotSource
+    return LocalSnapshotSource(unquote(parsed.path) if parsed.scheme == "file" else url)
