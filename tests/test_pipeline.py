@@ -2,8 +2,10 @@
 run does, what deleting one target redoes."""
 import datetime as dt
 import os
+import shutil
 
 import luigi
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import DATE, WINDOW, expected_rows
@@ -115,6 +117,29 @@ def test_a_load_whose_staged_table_is_gone_loads_its_file(pipeline):
     for table in TABLES:
         assert pipeline.rows(table) == expected_rows(tables[table], table), table
     assert staging_tables(pipeline) == []
+
+
+def test_a_local_copy_changed_after_its_check_is_not_loaded_when_its_stage_is_gone(pipeline):
+    """LoadTable falls back to the file on disk only after proving it again."""
+    tables = pipeline.publish()
+    check_and_stage(pipeline)
+    [features] = [name for name in staging_tables(pipeline) if name.startswith("_staging_raw_features_")]
+    pipeline.ch.execute(f"DROP TABLE risk_assessment_ethereum.{features}")
+    copy = os.path.join(pipeline.download_dir(), "raw_features.parquet")
+    other = os.path.join(pipeline.sot, "other.parquet")
+    pq.write_table(make_snapshot("ethereum", DATE, WINDOW, 300, seed=9)["raw_features"], other)
+    shutil.copyfile(other, copy)  # a file that fits its table, but not the one verified
+
+    assert not pipeline.run()
+
+    [(task, reason)] = pipeline.failures
+    assert (type(task).__name__, task.table) == ("LoadTable", "raw_features")
+    assert reason.startswith(f"ethereum {DATE} raw_features.parquet: changed on disk since it was verified: sha256 ")
+    assert pipeline.count("raw_features") == 0
+    # the changed copy was removed; the other tables' loads fetched the day afresh
+    assert open(copy, "rb").read() == open(pipeline.snapshot_file("raw_features.parquet"), "rb").read()
+    assert pipeline.run()
+    assert pipeline.rows("raw_features") == expected_rows(tables["raw_features"], "raw_features")
 
 
 def test_reload_replaces_the_day_and_leaves_other_dates(pipeline):

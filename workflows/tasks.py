@@ -598,12 +598,28 @@ class LoadTable(IngestionTask):
                     loader.swap_in(ch, self.database, table, staged, self.date, self.window_days, rows,
                                    self.settings.allow_empty_day)
             else:  # swept, staged through another replica, or taken by a concurrent run: load the file
+                if path:
+                    self.verify_again(entry, path)
                 rows = loader.load_parquet(ch, self.database, table, path, self.date, self.window_days,
                                            self.network, self.report_rows, self.settings.allow_empty_day)
         except loader.FileMismatch as exc:
             raise self.bad_input(entry.filename or f"{self.table} (no file)", exc) from None
         self.output().touch(rows)
         self.report(f"{self.table}: {rows:,} rows loaded", 100)
+
+    def verify_again(self, entry, path):
+        """The file on disk is still the one VerifyChecksums proved: hashed
+        again, against the checksum taken as it arrived (META.json's, or for
+        republished labels the current file's)."""
+        try:
+            with open(os.path.join(self.download_dir, ARRIVED_CHECKSUMS)) as stream:
+                expected = json.load(stream).get(entry.filename, f"{entry.algorithm}:{entry.digest}")
+        except FileNotFoundError:
+            expected = f"{entry.algorithm}:{entry.digest}"
+        actual = f"{entry.algorithm}:{file_digest(path, entry.algorithm)}"
+        if actual != expected:
+            raise self.bad_input(entry.filename, f"changed on disk since it was verified: {entry.algorithm}"
+                                                 f" {expected.split(':', 1)[1]} then, {actual.split(':', 1)[1]} now")
 
     def report_rows(self, done, total):
         self.report(f"{self.table}: {done:,} / {total:,} rows", 100 * done / max(total, 1))
