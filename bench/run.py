@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 import redis
 from clickhouse_driver import Client
 
+from devkit.producer import ProducerDay
 from workflows import clickhouse, loader, meta, sql
 from workflows.config import Settings
 from workflows.local_servers import LocalServers, free_port, s3_server
@@ -68,6 +69,7 @@ NETWORKS = ("ethereum", "bitcoin", "torus")
 DATABASE = "risk_assessment_ethereum"
 DATE = dt.date(2024, 10, 30)
 DATE_RSS = dt.date(2024, 10, 29)  # the BENCH_RSS_ROWS file's own day, so it replaces nothing of DATE
+DATE_PRODUCER = dt.date(2024, 10, 28)  # the producer-format day of (i)
 WINDOW = 195
 TABLES = meta.TABLES  # raw_alerts, raw_features, raw_clusters, raw_address_labels
 RSS_CHUNK_ROWS = 250_000
@@ -495,6 +497,23 @@ def measure_against_floor(ch, servers, work, paths, reference, checksums):
             "key_order_floor_seconds": key_order_floor, "key_order_ratio": run["seconds"] / key_order_floor}
 
 
+def measure_producer_format(ch, servers, work, rows, readme_format_seconds):
+    """(i) The same RunDaily on a day in the real SOT's format (short names,
+    META 1.x with counts, the labels file beside the snapshots, pandas'
+    Parquet types: int64, double, bool, decimal128(p, 18))."""
+    root = os.path.join(work, "producer")
+    started = time.perf_counter()
+    ProducerDay(root, NETWORK, DATE_PRODUCER, WINDOW, rows).write()
+    generate_seconds = time.perf_counter() - started
+    run = whole_rundaily(ch, servers, work, os.path.join(root, "snapshots"), DATE_PRODUCER)
+    loaded = clickhouse.count_rows(ch, DATABASE, "raw_features", DATE_PRODUCER, WINDOW)
+    if loaded != rows:
+        raise RuntimeError(f"producer-format RunDaily: raw_features has {loaded} rows, expected {rows}")
+    return {"rows": rows, "generate_seconds": generate_seconds, "seconds": run["seconds"],
+            "readme_format_seconds": readme_format_seconds, "ratio": run["seconds"] / readme_format_seconds,
+            "peak_rss_mb": run["peak_rss_mb"]}
+
+
 def measure_large_rundaily_rss(ch, servers, work, rows):
     sot = os.path.join(work, "sot-large")
     generate_snapshot(sot, NETWORK, DATE_RSS, rows)
@@ -621,6 +640,10 @@ def report(results):
       f" {g['key_order_floor_seconds']:.1f} s, {g['key_order_ratio']:.2f}x)")
     p(f"    peak RSS of the whole RunDaily process: {g['peak_rss_mb']:.0f} MB (sampled: private memory at most"
       f" {g['peak_private_mb']:.0f} MB, with {g['file_pages_at_peak_mb']:.0f} MB of library pages then)")
+    i = results["producer_format"]
+    p(f"(i) the same RunDaily on a day in the real SOT's format ({i['rows']:,} feature rows, pandas' Parquet types,"
+      f" the labels file beside): {i['seconds']:.1f} s, {i['ratio']:.2f}x the README-format day's"
+      f" {i['readme_format_seconds']:.1f} s; peak RSS {i['peak_rss_mb']:.0f} MB")
     big_run = results.get("rundaily_large")
     if big_run:
         p(f"    at {big_run['rows']:,} feature rows: {big_run['peak_rss_mb']:.0f} MB ({big_run['seconds']:.1f} s;"
@@ -699,6 +722,9 @@ def main():
 
         log("(g) RunDaily against the floor, one network, one worker")
         results["floor"] = measure_against_floor(ch, servers, work, paths, reference, results["checksums"])
+        log("(i) RunDaily on a day in the producer's format")
+        results["producer_format"] = measure_producer_format(ch, servers, work, rows,
+                                                             results["floor"]["rundaily_seconds"])
         if rss_rows:
             log(f"(g) RunDaily's peak RSS at {rss_rows:,} feature rows")
             results["rundaily_large"] = measure_large_rundaily_rss(ch, servers, work, rss_rows)

@@ -44,8 +44,9 @@ class ClickHouseMarkerTarget(luigi.Target):
     def exists(self):
         return self.loaded_rows() is not None
 
-    def touch(self, rows=0):
-        self._append(loaded=1, rows=rows)
+    def touch(self, rows=0, accounting=((), ())):
+        """`accounting`: the load's (ignored file columns, defaulted table columns), kept with the marker."""
+        self._append(loaded=1, rows=rows, accounting=accounting)
 
     def remove(self):
         """Returns whether the marker counted before (a row is appended either way)."""
@@ -53,9 +54,10 @@ class ClickHouseMarkerTarget(luigi.Target):
         self._append(loaded=0, rows=0)
         return existed
 
-    def _append(self, loaded, rows):
-        self.client.execute(*sql.append_marker(self.database, self.network, self.date, self.window_days,
-                                               self.table_name, loaded, rows))
+    def _append(self, loaded, rows, accounting=((), ())):
+        key = {"network": self.network, "date": self.date, "window_days": self.window_days,
+               "table_name": self.table_name}
+        self.client.execute(*sql.append_marker(self.database, key, loaded, rows, accounting))
 
     def __repr__(self):
         return (f"ClickHouseMarkerTarget({self.database}.{self.table_name} {self.network}"

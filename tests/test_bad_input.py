@@ -90,6 +90,35 @@ def missing_column_without_default(p):
     return "raw_alerts.parquet", "missing column(s) without a default: alert_id"
 
 
+def column_renamed_upstream(p):
+    """severity written as Severity: loaded, every row would read 'medium'."""
+    tables = snapshot()
+    tables["raw_alerts"] = tables["raw_alerts"].rename_columns(
+        ["Severity" if name == "severity" else name for name in tables["raw_alerts"].column_names])
+    p.publish(tables=tables)
+    return "raw_alerts.parquet", "column 'Severity' looks like severity renamed: severity would take its DEFAULT"
+
+
+def time_out_of_range(p):
+    """A time past DateTime's last second (2106-02-07), with its own time zone, finer than a second."""
+    p.publish(tables=with_last_value("raw_alerts", "created_at", dt.datetime(2024, 10, 30, 1),
+                                     dt.datetime(2200, 1, 1, 0, 0, 0, 5000), pa.timestamp("us", tz="UTC")))
+    return "raw_alerts.parquet", "column created_at: value out of range for DateTime"
+
+
+def date_out_of_range(p):
+    """A day past Date's last (2149-06-06) in a column the snapshot does not check."""
+    p.publish(tables=with_last_value("raw_alerts", "processing_date", DATE, dt.date(2200, 1, 1), pa.date32()))
+    return "raw_alerts.parquet", "column processing_date: "
+
+
+def duplicate_column_names(p):
+    tables = snapshot()
+    tables["raw_clusters"] = tables["raw_clusters"].append_column("cluster_id", tables["raw_clusters"]["cluster_id"])
+    p.publish(tables=tables)
+    return "raw_clusters.parquet", "column cluster_id: appears 2 times"
+
+
 def value_out_of_range(p):
     values = list(range(FEATURE_ROWS))
     values[-1] = 2**40
@@ -135,7 +164,7 @@ def listed_file_is_a_fifo(p):
 
 
 CASES = [meta_not_json, meta_nested_too_deeply, listed_file_is_a_symlink, listed_file_is_a_fifo, meta_without_a_table, meta_bad_checksum_form, meta_path_as_file_name,
-         checksum_mismatch, corrupt_parquet, missing_column_without_default,
+         checksum_mismatch, corrupt_parquet, missing_column_without_default, column_renamed_upstream, time_out_of_range, date_out_of_range, duplicate_column_names,
          value_out_of_range, null_in_non_nullable_column, rows_of_another_date, rows_of_another_network]
 
 

@@ -23,7 +23,7 @@ from workflows import clickhouse, loader, sql
 from workflows.migrate import migrate
 from workflows.sources import sot_clickhouse
 from workflows.sample import make_snapshot, write_snapshot
-from workflows.schema import TABLES
+from workflows.schema import MARKER_COLUMNS, MARKER_COLUMNS_ADDED, TABLES
 
 from engines import Engine26, Server1816
 from original_ddl import create_original
@@ -135,6 +135,7 @@ def scenario(engine, tmp_path):
         f"SELECT max(version) FROM {database}.ingestion_markers WHERE table_name = 'raw_alerts'")  # merges drop older rows
 
     seen["migrated"] = migrated_original(engine, database, folder)
+    seen["marker columns added"] = marker_columns_added(engine, database)
 
     leftover = clickhouse.staging_name("raw_alerts", DATE, WINDOW)
     engine.execute(*sql.create_table(database, TABLES["raw_alerts"], leftover))
@@ -171,6 +172,22 @@ def migrated_original(engine, database, folder):
             engine.execute("SELECT partition_key FROM system.tables WHERE database = %(d)s", {"d": original}),
             migrate(engine, original, say=lambda line: None))
     engine.execute(f"DROP DATABASE {original}")
+    return seen
+
+
+def marker_columns_added(engine, database):
+    """A marker table of the first release (no column accounting) gets the
+    new columns at the next ensure_schema; its rows keep theirs."""
+    earlier = f"{database}_earlier"
+    engine.execute(f"CREATE DATABASE {earlier}")
+    first_release = ", ".join(f"{name} {type_}" for name, type_ in MARKER_COLUMNS if (name, type_) not in
+                              MARKER_COLUMNS_ADDED)
+    engine.execute(f"CREATE TABLE {earlier}.ingestion_markers ({first_release}) ENGINE = ReplacingMergeTree(version)"
+                   " ORDER BY (network, processing_date, window_days, table_name)")
+    clickhouse.ensure_schema(engine, earlier)
+    ClickHouseMarkerTarget(engine, earlier, NETWORK, DATE, WINDOW, "raw_alerts").touch(5, (["extra"], ["severity"]))
+    seen = engine.execute(f"SELECT rows, ignored_columns, defaulted_columns FROM {earlier}.ingestion_markers")
+    engine.execute(f"DROP DATABASE {earlier}")
     return seen
 
 
@@ -217,6 +234,7 @@ def test_every_statement_gives_the_same_results_on_both_generations(server1816, 
     assert {t: len(rows) for t, rows in old["exported"].items()} == dict(old["counts"], raw_clusters=0)
     assert old["exported as held"] == {t: True for t in TABLES}
     assert old["migrated"] == (["raw_clusters"], 3, [("(processing_date, window_days)",)], [])
+    assert old["marker columns added"] == [(5, ["extra"], ["severity"])]
 
 
 def test_a_database_of_the_old_system_migrated_keeps_bool_and_skip_indexes_and_takes_a_day(engine, tmp_path):

@@ -5,6 +5,7 @@ import os
 import shutil
 
 import luigi
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -140,6 +141,25 @@ def test_a_local_copy_changed_after_its_check_is_not_loaded_when_its_stage_is_go
     assert open(copy, "rb").read() == open(pipeline.snapshot_file("raw_features.parquet"), "rb").read()
     assert pipeline.run()
     assert pipeline.rows("raw_features") == expected_rows(tables["raw_features"], "raw_features")
+
+
+def test_each_load_logs_and_marks_the_columns_it_ignored_and_those_that_took_their_default(pipeline, caplog):
+    tables = make_snapshot("ethereum", DATE, WINDOW, 300)
+    alerts = tables["raw_alerts"].drop_columns(["pattern_type", "suspected_address_subtype"])
+    tables["raw_alerts"] = alerts.append_column("analyst_note", pa.array(["x"] * alerts.num_rows))
+    pipeline.publish(tables=tables)
+
+    with caplog.at_level("INFO", logger="workflows"):
+        assert pipeline.run()
+
+    assert pipeline.ch.execute(
+        "SELECT table_name, ignored_columns, defaulted_columns FROM risk_assessment_ethereum.ingestion_markers"
+        " ORDER BY table_name") == [("raw_address_labels", [], []), ("raw_alerts", ["analyst_note"],
+                                    ["pattern_type", "suspected_address_subtype"]), ("raw_clusters", [], []),
+                                   ("raw_features", [], [])]
+    assert f"ethereum {DATE} raw_alerts: file columns ignored: analyst_note; table columns that took their DEFAULT:" \
+           " pattern_type, suspected_address_subtype" in caplog.text
+    assert pipeline.rows("raw_alerts", columns=["pattern_type"])[0] == ("",)
 
 
 def test_reload_replaces_the_day_and_leaves_other_dates(pipeline):

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 from conftest import DATE, WINDOW
-from producer import ProducerDay, sha256
+from devkit.producer import ProducerDay, sha256
 from s3store import BUCKET
 
 from workflows import cli

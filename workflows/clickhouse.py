@@ -24,7 +24,7 @@ from clickhouse_driver.writer import write_binary_str, write_binary_uint128
 from . import sql
 from .native import native_block
 from .layout import ServedTable, layout_differences
-from .schema import COMPLETE_DAYS_VIEW, MARKER_TABLE, STAGING_PREFIX, TABLES
+from .schema import COMPLETE_DAYS_VIEW, MARKER_COLUMNS_ADDED, MARKER_TABLE, STAGING_PREFIX, TABLES
 
 # A staging table older than this belongs to a load that died (a load of a
 # 5M-row file takes about a minute); the next load in the database drops it.
@@ -58,6 +58,8 @@ def ensure_schema(ch, database, cluster=None):
     wanted = {*TABLES, MARKER_TABLE, COMPLETE_DAYS_VIEW}
     present = {name for (name,) in listed(ch, sql.table_names(database))}
     check_layouts(ch, database)
+    if MARKER_TABLE in present:
+        add_marker_columns(ch, database, cluster)
     if wanted <= present:
         return
     ch.execute(*sql.create_database(database, cluster))
@@ -65,6 +67,14 @@ def ensure_schema(ch, database, cluster=None):
         ch.execute(*sql.create_table(database, table, cluster=cluster))
     ch.execute(*sql.create_marker_table(database, cluster))
     ch.execute(*sql.create_complete_days_view(database, list(TABLES), cluster))
+
+
+def add_marker_columns(ch, database, cluster=None):
+    """The marker columns added since a marker table was made."""
+    held = {name for _, name, _ in ch.execute(*sql.served_columns(database, [MARKER_TABLE]))}
+    for name, type_ in MARKER_COLUMNS_ADDED:
+        if name not in held:
+            ch.execute(*sql.add_column(database, MARKER_TABLE, name, type_, cluster))
 
 
 def served_tables(ch, database):

@@ -2,6 +2,7 @@
 stage it (stream it into a staging table, checking it on the way) and swap
 the staged day in. All read in batches, so memory does not grow with the
 file."""
+import difflib
 from functools import partial
 
 import pyarrow as pa
@@ -37,13 +38,49 @@ class FileMismatch(ValueError):
 def plan_columns(table, file_schema, stamped=()):
     """The table's columns that the file carries or that are `stamped`
     with the snapshot's own value, in table order. A missing column with a
-    default is left to the server; one without is an error. Columns the
-    table does not have are ignored."""
+    default is left to the server; one without is an error, and so is one
+    the file seems to carry under another name. Columns the table does not
+    have are ignored."""
     present = set(file_schema.names) | set(stamped)
     missing = [c.name for c in table.columns if c.name not in present and c.default is None]
     if missing:
         raise FileMismatch("missing column(s) without a default: " + ", ".join(missing))
+    refuse_renamed_columns(*column_accounting(table, file_schema.names, stamped))
     return [c for c in table.columns if c.name in present]
+
+
+def column_accounting(table, file_names, stamped=()):
+    """(the file's columns the table lacks, which are ignored; the table's
+    columns with a default that the file lacks, which take it)."""
+    ignored = [name for name in file_names if name not in table.column_names]
+    defaulted = [c.name for c in table.columns if c.default is not None and c.name not in file_names
+                 and c.name not in stamped]
+    return ignored, defaulted
+
+
+RENAME_SIMILARITY = 0.8  # difflib's ratio, letter case ignored: severity and Severity, risk_level and riskLevel
+
+
+def refuse_renamed_columns(ignored, defaulted):
+    """A column the table lacks that is named like a defaulted one it has
+    is taken for a rename upstream, not a new column: loading it would set
+    every row's value to the default (Severity -> 'medium'). Names less
+    alike than RENAME_SIMILARITY are taken as they come."""
+    for name in defaulted:
+        alike = difflib.get_close_matches(name.lower(), [i.lower() for i in ignored], n=1, cutoff=RENAME_SIMILARITY)
+        if alike:
+            original = next(i for i in ignored if i.lower() == alike[0])
+            raise FileMismatch(f"column {original!r} looks like {name} renamed: {name} would take its DEFAULT in"
+                               " every row; refused")
+
+
+def file_column_accounting(path, table):
+    """column_accounting of a Parquet file, from its footer (the snapshot's own columns, stamped when absent, aside)."""
+    try:
+        names = pq.read_schema(path).names
+    except Exception as exc:  # noqa: BLE001 (whatever the reader raises, the file is unreadable)
+        raise FileMismatch(f"not a readable Parquet file ({_one_line(exc)})") from None
+    return column_accounting(table, names, stamped=("processing_date", "window_days", "network"))
 
 
 class CheckedParquet:
@@ -58,6 +95,9 @@ class CheckedParquet:
             file_schema = self.parquet.schema_arrow
         except Exception as exc:  # noqa: BLE001 (whatever the reader raises, the file is unreadable)
             raise FileMismatch(f"not a readable Parquet file ({_one_line(exc)})") from None
+        repeated = sorted({name for name in file_schema.names if file_schema.names.count(name) > 1})
+        if repeated:
+            raise FileMismatch(f"column {repeated[0]}: appears {file_schema.names.count(repeated[0])} times")
         self.num_rows = self.parquet.metadata.num_rows
         self.expected = {"processing_date": date, "window_days": window_days}
         if "network" in table.column_names:
@@ -79,7 +119,9 @@ class CheckedParquet:
             for batch in self.parquet.iter_batches(batch_size=BATCH_ROWS, columns=read):
                 yield batch.num_rows, [(column, self._stamp(column, batch.num_rows) if column.name in self.stamped
                                         else self._conform(batch, column)) for column in self.columns]
-        except (pa.ArrowException, OSError, OverflowError) as exc:
+        except FileMismatch:
+            raise
+        except Exception as exc:  # noqa: BLE001 (the reader's, whatever the bytes: the file is bad input)
             raise FileMismatch(f"corrupt Parquet data ({_one_line(exc)})") from None
 
     def _stamp(self, column, rows):
@@ -94,6 +136,9 @@ class CheckedParquet:
             return array
         except ColumnMismatch as exc:
             raise FileMismatch(f"column {column.name}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 (a value Arrow cannot convert is bad input, not a crash)
+            raise FileMismatch(f"column {column.name}: cannot be stored as {column.type}"
+                               f" ({type(exc).__name__}: {_one_line(exc)})") from None
 
 
 def _check_all_equal(array, value):
@@ -111,10 +156,11 @@ def _shown(scalar):
 
 
 def check_parquet(path, table, date, window_days, network, on_progress=None):
-    """Reads the whole file as load_parquet would, writing nothing; returns its rows."""
+    """Reads and encodes the whole file as load_parquet would, writing
+    nothing; returns its rows."""
     source = CheckedParquet(path, table, date, window_days, network)
     rows = 0
-    for n, _ in source.batches():
+    for n, _ in encoded_blocks(source):
         rows += n
         if on_progress:
             on_progress(rows, source.num_rows)
@@ -125,7 +171,14 @@ def encoded_blocks(source):
     """(rows, [(name, ch_type, [buffers])]) per batch: the Native column data
     the load sends, as native.native_block frames it."""
     for n, arrays in source.batches():
-        yield n, [(column.name, column.type, encode(array, column.type)) for column, array in arrays]
+        yield n, [(column.name, column.type, _encoded(array, column)) for column, array in arrays]
+
+
+def _encoded(array, column):
+    try:
+        return encode(array, column.type)
+    except ColumnMismatch as exc:  # Date and DateTime are narrowed here, and checked as they are
+        raise FileMismatch(f"column {column.name}: {exc}") from None
 
 
 def load_parquet(ch, database, table, path, date, window_days, network, on_progress=None, allow_empty=False,

@@ -222,7 +222,12 @@ MARKER_COLUMNS = (
     ("rows", "UInt64"),
     ("updated_at", "DateTime"),
     ("version", "UInt64"),
+    # the load's column accounting: the file's columns the table lacks, and
+    # the table's columns the file lacked, which took their DEFAULT
+    ("ignored_columns", "Array(String)"),
+    ("defaulted_columns", "Array(String)"),
 )
+MARKER_COLUMNS_ADDED = MARKER_COLUMNS[-2:]  # after the first release: added to marker tables made before
 
 
 def quote_identifier(name):

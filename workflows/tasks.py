@@ -602,9 +602,15 @@ class LoadTable(IngestionTask):
                     self.verify_again(entry, path)
                 rows = loader.load_parquet(ch, self.database, table, path, self.date, self.window_days,
                                            self.network, self.report_rows, self.settings.allow_empty_day)
+            accounting = loader.file_column_accounting(path, table) if path else ((), ())
         except loader.FileMismatch as exc:
             raise self.bad_input(entry.filename or f"{self.table} (no file)", exc) from None
-        self.output().touch(rows)
+        ignored, defaulted = accounting
+        if ignored or defaulted:
+            logger.info("%s %s %s: file columns ignored: %s; table columns that took their DEFAULT: %s",
+                        self.network, self.date, self.table, ", ".join(ignored) or "none",
+                        ", ".join(defaulted) or "none")
+        self.output().touch(rows, accounting)
         self.report(f"{self.table}: {rows:,} rows loaded", 100)
 
     def verify_again(self, entry, path):

@@ -10,6 +10,7 @@ import json
 import os
 
 import pandas as pd
+import pyarrow as pa
 
 from workflows.meta import META_FILENAME, labels_filename
 from workflows.sample import make_snapshot
@@ -31,7 +32,29 @@ def client_rows(table):
 
 
 def to_parquet(rows, path):
-    pd.DataFrame(rows).to_parquet(path, compression="snappy")
+    """As the producer writes a table: rows (dicts) or, for a large day, the
+    same values column by column (an Arrow table with the producer's types:
+    client_types)."""
+    frame = rows.to_pandas() if isinstance(rows, pa.Table) else pd.DataFrame(rows)
+    frame.to_parquet(path, compression="snappy")
+
+
+def client_types(table):
+    """An Arrow table's columns as a ClickHouse client returns them to
+    pandas: every integer int64, Float32 as double, the is_* flags bool."""
+    fields = []
+    for field in table.schema:
+        if field.name.startswith("is_"):
+            fields.append(pa.field(field.name, pa.bool_()))
+        elif pa.types.is_integer(field.type):
+            fields.append(pa.field(field.name, pa.int64()))
+        elif pa.types.is_floating(field.type):
+            fields.append(pa.field(field.name, pa.float64()))
+        elif pa.types.is_list(field.type) and pa.types.is_integer(field.type.value_type):
+            fields.append(pa.field(field.name, pa.list_(pa.int64())))
+        else:
+            fields.append(field)
+    return table.cast(pa.schema(fields))
 
 
 def sha256(path):
@@ -44,8 +67,18 @@ class ProducerDay:
     snapshots/{network}/{date}/{window}/ and address-labels/."""
 
     def __init__(self, root, network, date, window_days, feature_rows=500, seed=0):
+        """`feature_rows` above 10,000: the tables are kept column by column
+        (the same Parquet types, without a Python object per value)."""
         self.root, self.network, self.date, self.window_days = root, network, date, window_days
         self.tables = make_snapshot(network, date, window_days, feature_rows, seed)
+        if feature_rows > 10_000:
+            self.rows = {table: client_types(self.tables[table]) for table in self.tables}
+            labels = self.rows["raw_address_labels"].drop_columns(["processing_date", "window_days"])
+            stamp = pa.array([1_730_000_000_000] * labels.num_rows, pa.int64())
+            self.rows["raw_address_labels"] = labels.append_column("created_timestamp", stamp) \
+                .append_column("updated_timestamp", stamp)
+            self.rows["money_flows"] = pa.table({"from_address": self.tables["raw_features"]["address"][:30]})
+            return
         self.rows = {table: client_rows(self.tables[table]) for table in self.tables}
         for row in self.rows["raw_address_labels"]:  # the labels file: no day, two timestamps of its own
             del row["processing_date"], row["window_days"]
@@ -87,8 +120,9 @@ class ProducerDay:
         return self
 
     def write_labels(self):
-        to_parquet([{name: row[name] for name in LABEL_COLUMNS} for row in self.rows["raw_address_labels"]],
-                   self.labels_path)
+        labels = self.rows["raw_address_labels"]
+        to_parquet(labels.select(list(LABEL_COLUMNS)) if isinstance(labels, pa.Table) else
+                   [{name: row[name] for name in LABEL_COLUMNS} for row in labels], self.labels_path)
 
     def write_meta(self):
         with open(os.path.join(self.folder, META_FILENAME), "w") as stream:
