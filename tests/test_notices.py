@@ -3,13 +3,16 @@ the visualiser, metrics, and the notice of a task that failed for the last
 time (log line, webhook, Luigi's e-mail)."""
 import email
 import json
+import os
 import socketserver
+import subprocess
+import sys
 import threading
 import urllib.parse
 import urllib.request
 
 import pytest
-from conftest import DATE, luigid_tasks
+from conftest import DATE, REPO, luigid_tasks
 
 from workflows.meta import TABLES
 
@@ -138,3 +141,48 @@ def test_luigi_email_is_sent_when_configured(pipeline, smtp_sink):
     assert "VerifyChecksums" in failure["Subject"]
     body = "".join(part.get_payload(decode=True).decode() for part in failure.walk() if not part.is_multipart())
     assert f"ethereum {DATE} raw_alerts.parquet: sha256 checksum mismatch" in body
+
+
+def attempts_said(output):
+    """The 'attempt N of M' of each failure a run logged, in order."""
+    return [line.split(": attempt ", 1)[1].split(";")[0] for line in output.splitlines()
+            if " VerifyChecksums: attempt " in line]
+
+
+def test_a_reset_starts_the_attempts_again_at_1(pipeline, luigid):
+    pipeline.publish()
+    pipeline.tamper("raw_alerts.parquet")
+    day = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
+
+    first = pipeline.run_cli(*day, INGESTION_RETRY_ATTEMPTS="2")
+    cli_reset = subprocess.run([sys.executable, "-m", "workflows", "reset", "--date", DATE.isoformat(), "--network",
+                                "ethereum"], cwd=REPO, env={**os.environ, **pipeline.env}, capture_output=True,
+                               text=True)
+    again = pipeline.run_cli(*day, INGESTION_RETRY_ATTEMPTS="2")
+
+    assert first.returncode == again.returncode == 30 and cli_reset.returncode == 0, cli_reset.stderr
+    assert attempts_said(first.stderr) == attempts_said(again.stderr) == ["1 of 2", "2 of 2"]
+    shown = subprocess.run([sys.executable, "-m", "workflows", "status", "--date", DATE.isoformat(), "--network",
+                            "ethereum"], cwd=REPO, env={**os.environ, **pipeline.env}, capture_output=True, text=True)
+    assert "failed: VerifyChecksums, attempt 2 of 2, gave up: " in shown.stdout  # the second round's
+
+
+def test_one_give_up_notice_when_redis_was_emptied_between_attempts(pipeline, luigid, webhook):
+    url, bodies = webhook
+    pipeline.publish()
+    pipeline.tamper("raw_alerts.parquet")
+
+    run = pipeline.start_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum",
+                             INGESTION_RETRY_ATTEMPTS="3", ALERT_WEBHOOK_URL=url)
+    output = []
+    for line in run.stdout:
+        output.append(line)
+        if " VerifyChecksums: attempt 1 of 3" in line:
+            pipeline.redis.flushdb()  # an operator's FLUSHDB, or a Redis restarted without persistence
+    run.wait(timeout=120)
+
+    assert run.returncode == 30, "".join(output)[-3000:]
+    assert attempts_said("".join(output)) == ["1 of 3", "2 of 3", "3 of 3"]
+    assert [(b["event"], b["task"], b["attempts"]) for b in bodies] == [("task_gave_up", "VerifyChecksums", 3)]
+    [disabled] = luigid_tasks(luigid, "DISABLED").values()  # and luigid gave up on it
+    assert disabled["name"] == "VerifyChecksums"

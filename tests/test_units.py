@@ -305,12 +305,12 @@ def test_the_packages_luigi_settings_are_the_documented_defaults():
 
 
 def test_failures_counted_on_this_host_over_the_disable_window(tmp_path):
-    from workflows.alerts import count_failure_here, disable_window
+    from workflows.alerts import Attempts, disable_window
 
-    path = str(tmp_path / "failures" / "LoadTable_x")
+    here = Attempts(None, "unused", str(tmp_path / "failures" / "LoadTable_x"))
     window = disable_window()
-    assert [count_failure_here(path, now=t) for t in (100.0, 200.0, 300.0)] == [1, 2, 3]
-    assert count_failure_here(path, now=200.0 + window) == 2  # 100 and 200 have left the window; 300 has not
+    assert [here.count_here(now=t) for t in (100.0, 200.0, 300.0)] == [1, 2, 3]
+    assert here.count_here(now=200.0 + window) == 2  # 100 and 200 have left the window; 300 has not
 
 
 def test_a_clickhouse_server_error_becomes_its_code_and_first_sentence():

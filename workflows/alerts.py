@@ -4,6 +4,7 @@ line, and a JSON POST to ALERT_WEBHOOK_URL when it is set.
 luigid decides when to give up on a task (retry_count failures within
 [scheduler] disable_window); the workers count the same failures in Redis,
 so the process that sees the last one can say so."""
+import contextlib
 import fcntl
 import json
 import logging
@@ -12,6 +13,9 @@ import time
 import urllib.request
 
 from luigi.configuration import get_config
+from redis import RedisError
+
+from .errors import one_line
 
 logger = logging.getLogger("workflows.alerts")
 DEFAULT_DISABLE_WINDOW = 3600
@@ -28,29 +32,56 @@ def retry_delay():
     return get_config().getint("scheduler", "retry_delay", DEFAULT_RETRY_DELAY)
 
 
-def count_failure(redis, key):
-    """Adds one failure to the count of the last disable_window seconds; returns the count."""
-    with redis.pipeline() as pipe:
-        pipe.incr(key)
-        pipe.expire(key, disable_window())
-        count, _ = pipe.execute()
-    return count
+class Attempts:
+    """The failed attempts of a task's current round: the failures of the
+    last disable_window seconds, as luigid counts them, since the task last
+    succeeded, was reset, or was given up on (luigid then starts it afresh
+    after disable_persist). Kept in Redis, which every host shares, and in a
+    file on this host, for when Redis is down or was emptied: the larger
+    count is the true one, so the last attempt is always known as such."""
 
+    def __init__(self, redis, key, path):
+        self.redis, self.key, self.path = redis, key, path
 
-def count_failure_here(path, now=None):
-    """The same count kept in a file on this host, for when Redis is down:
-    without it every failure would look like the last one, and notify."""
-    now = time.time() if now is None else now
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a+") as stream:
-        fcntl.flock(stream, fcntl.LOCK_EX)
-        stream.seek(0)
-        recent = [line for line in stream.read().split() if float(line) > now - disable_window()]
-        recent.append(repr(now))
-        stream.seek(0)
-        stream.truncate()
-        stream.write("\n".join(recent))
-    return len(recent)
+    def add(self):
+        """Counts one more failure; returns the attempt it was (1, 2, ...)."""
+        try:
+            with self.redis.pipeline() as pipe:
+                pipe.incr(self.key)
+                pipe.expire(self.key, disable_window())
+                shared, _ = pipe.execute()
+        except RedisError as exc:
+            logger.error("could not count the failure in Redis: %s", one_line(exc))
+            shared = 0
+        return max(shared, self.count_here())
+
+    def clear(self):
+        """A new round: the next failure is attempt 1. Raises RedisError
+        when Redis does not answer (this host's count is cleared first)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+        self.redis.delete(self.key)
+
+    def clear_if_possible(self):
+        """clear(), for a step whose outcome stands whatever Redis does: its count expires by itself."""
+        try:
+            self.clear()
+        except RedisError as exc:
+            logger.warning("could not clear the failure count in Redis: %s", one_line(exc))
+
+    def count_here(self, now=None):
+        """Adds a failure to the count on this host; returns the failures in the window."""
+        now = time.time() if now is None else now
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path, "a+") as stream:
+            fcntl.flock(stream, fcntl.LOCK_EX)
+            stream.seek(0)
+            recent = [line for line in stream.read().split() if float(line) > now - disable_window()]
+            recent.append(repr(now))
+            stream.seek(0)
+            stream.truncate()
+            stream.write("\n".join(recent))
+        return len(recent)
 
 
 def notice(network, date, task, reason, attempts, table=None, event="task_gave_up"):

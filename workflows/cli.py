@@ -107,10 +107,13 @@ def reset(network, date, window_days, step, table=None):
     removed = []
     for later in STEPS[STEPS.index(step):]:
         for task in step_tasks(later, network, date, window_days, table if later == "load" else None):
+            task.attempts().clear()  # the next failure is attempt 1 again
             if later == "load" and not task.database_exists():
                 continue  # nothing was ever loaded, and a typo must not create a database
             if task.remove_output():
                 removed.append(task)
+    if removed:  # the day's last failure is of the attempts before; status shows the new ones
+        removed[0].redis.delete(last_failure_key(network, date, window_days))
     return removed
 
 

@@ -326,8 +326,11 @@ class IngestionTask(luigi.Task):
         returns whether there was one."""
         return self.output().remove()
 
-    def failure_key(self):
-        return marker_key(self.network, self.date, self.window_days, f"failures:{self.task_id}")
+    def attempts(self):
+        """This step's failed attempts (alerts.Attempts)."""
+        return alerts.Attempts(self.redis, marker_key(self.network, self.date, self.window_days,
+                                                      f"failures:{self.task_id}"),
+                               os.path.join(self.settings.download_dir, ".failures", self.task_id))
 
     def last_failure_key(self):
         return last_failure_key(self.network, self.date, self.window_days)
@@ -349,16 +352,12 @@ class IngestionTask(luigi.Task):
             logger.error("bad input: %s", reason)
         # not published yet, a server down, no room, bad input: the one line says it all
         explanation = reason if isinstance(exception, OneLineFailure) else super().on_failure(exception)
-        try:
-            attempts = alerts.count_failure(self.redis, self.failure_key())
-        except redis.RedisError as exc:  # the marker store is down too: count on this host instead
-            logger.error("could not count the failure in Redis: %s", one_line(exc))
-            attempts = alerts.count_failure_here(
-                os.path.join(self.settings.download_dir, ".failures", self.task_id))
+        attempts = self.attempts().add()
         if attempts >= self.retry_count:
             when = f"attempt {attempts} of {self.retry_count}; giving up"
             alerts.send(alerts.notice(self.network, self.date, self.task_family, reason, attempts,
                                       getattr(self, "table", None)), self.settings.alert_webhook_url)
+            self.attempts().clear_if_possible()  # luigid gives the task a new round after disable_persist
         else:
             when = f"attempt {attempts} of {self.retry_count}; next in {alerts.retry_delay()} s"
         logger.warning("%s %s %s: %s", self.network, self.date, self.task_family, when)
@@ -366,10 +365,7 @@ class IngestionTask(luigi.Task):
         return f"{explanation} ({when})"
 
     def on_success(self):
-        try:
-            self.redis.delete(self.failure_key())
-        except redis.RedisError as exc:  # the step is done all the same; the count expires by itself
-            logger.warning("could not clear the failure count in Redis: %s", one_line(exc))
+        self.attempts().clear_if_possible()
 
 
 class ServerUnavailable(OneLineFailure):
