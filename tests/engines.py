@@ -2,9 +2,11 @@
 ClickHouse 18.16 over the native protocol (clickhouse-driver) and the current
 26.x engine in this process (chdb-core). Both have clickhouse-driver's
 `execute(query, params)` and `execute_iter`, so the product's own functions
-run on either unchanged, and `insert_native`, which sends the loader's
-Native blocks."""
+run on either unchanged, `insert_native`, which sends the loader's Native
+blocks, and `http_rows`, a query's rows as the SOT export reads them over
+HTTP."""
 import datetime as dt
+import io
 import json
 import os
 import uuid
@@ -16,6 +18,7 @@ from clickhouse_driver.util.escape import escape_params
 
 from workflows import clickhouse, sql
 from workflows.native import native_block
+from workflows.sources.sot_http import HttpClickHouse, native_context, native_rows
 
 
 class Server1816:
@@ -23,8 +26,8 @@ class Server1816:
 
     generation = "18.16"
 
-    def __init__(self, client):
-        self.client = client
+    def __init__(self, client, http_port):
+        self.client, self.http_port = client, http_port
 
     def execute(self, query, params=None):
         return self.client.execute(query, params)
@@ -34,6 +37,10 @@ class Server1816:
 
     def insert_native(self, database, table, columns, blocks, on_sent=None):
         clickhouse.insert_blocks(self.client, database, table, columns, blocks, on_sent)
+
+    def http_rows(self, query):
+        """The rows of `query` as the SOT export reads them over HTTP: FORMAT Native, read by sot_http."""
+        return HttpClickHouse("127.0.0.1", self.http_port, ("default", ""), False, 10).connect().execute(query)
 
 
 class Engine26:
@@ -63,6 +70,14 @@ class Engine26:
 
     def execute_iter(self, query, params=None, settings=None):
         return iter(self.execute(query, params))
+
+    def http_rows(self, query):
+        """The rows of `query` as the SOT export reads them over HTTP: the
+        engine's FORMAT Native output (what its HTTP interface sends), read
+        by sot_http."""
+        [(timezone,)] = self.execute(*sql.server_timezone())
+        return list(native_rows(io.BytesIO(self.session.query(query, "Native").bytes()).read,
+                                native_context(timezone)))
 
     def native_stream(self, blocks, on_sent=None):
         """The blocks framed as ClickHouse's Native format, as one byte string."""

@@ -19,7 +19,7 @@ from clickhouse_driver import Client
 
 from targets import ClickHouseMarkerTarget
 from targets.clickhouse_marker import loaded_days
-from workflows import clickhouse, loader, sql
+from workflows import clickhouse, loader, sample, sql
 from workflows.migrate import migrate
 from workflows.sources import sot_clickhouse
 from workflows.sample import make_snapshot, write_snapshot
@@ -41,7 +41,7 @@ def engine26(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server1816(servers):
-    return Server1816(Client("127.0.0.1", port=servers.clickhouse_port))
+    return Server1816(Client("127.0.0.1", port=servers.clickhouse_port), servers.clickhouse_http_port)
 
 
 @pytest.fixture(params=["18.16", "26.x"])
@@ -147,11 +147,8 @@ def scenario(engine, tmp_path):
     seen["rows"] = {t: engine.execute(f"SELECT {', '.join(c.name for c in TABLES[t].columns if c.name != 'created_at')}"
                                       f" FROM {database}.{t} ORDER BY {', '.join(TABLES[t].order_by)}")
                     for t in TABLES}
-    seen["exported"] = {t: exported_rows(engine, database, t) for t in TABLES}
-    seen["exported as held"] = {t: seen["exported"][t] == sorted(engine.execute(
-        f"SELECT {', '.join(TABLES[t].column_names)} FROM {database}.{t} WHERE processing_date = %(d)s",
-        {"d": DATE})) for t in TABLES}
     engine.execute(f"DROP DATABASE {database}")
+    seen.update(sot_scenario(engine))
     return seen
 
 
@@ -191,12 +188,42 @@ def marker_columns_added(engine, database):
     return seen
 
 
-def exported_rows(engine, database, table):
-    """The day as publish exports it from the SOT ClickHouse: its Parquet rows, sorted."""
+def sot_scenario(engine):
+    """A day exported from the SOT's own tables, as DownloadSOT and publish
+    do it: rows in two versions (merges stopped, so both are there), and
+    another network's labels."""
+    sot = new_database()
+    sample.create_sot_tables(engine, sot)
+    for name in sot_clickhouse.SOT_TABLES.values():
+        engine.execute(f"SYSTEM STOP MERGES {sot}.{name}")
+    snapshot = make_snapshot(NETWORK, DATE, WINDOW, 300)
+    sample.fill_sot_database(engine, sot, snapshot, insert=engine.insert_native)
+    sample.fill_sot_database(engine, sot, {"raw_address_labels": make_snapshot("bitcoin", DATE, WINDOW, 100)[
+        "raw_address_labels"]}, insert=engine.insert_native)
+    day = sot_clickhouse.SotDay(engine, sot, NETWORK, DATE, WINDOW)
+    seen = {"sot versions held": {t: engine.execute(f"SELECT count() FROM {sot}.{name}")[0][0]
+                                  for t, name in sot_clickhouse.SOT_TABLES.items()},
+            "sot counts": {t: day.count(t) for t in TABLES},
+            "sot exported": {t: exported_rows(day, t) for t in TABLES},
+            "sot timezone named": bool(engine.execute(*sql.server_timezone())[0][0])}
+    seen["sot exported as published"] = {t: seen["sot exported"][t] == published_rows(snapshot[t], t) for t in TABLES}
+    engine.execute(f"DROP DATABASE {sot}")
+    return seen
+
+
+def exported_rows(day, table):
+    """The table as the SOT export writes it: its Parquet rows, sorted."""
     out = sot_clickhouse.HashingWriter(io.BytesIO())
-    sot_clickhouse.export_table(engine, database, table, NETWORK, DATE, WINDOW, out)
+    day.export_table(table, out)
     exported = pq.read_table(pa.BufferReader(out.out.getvalue()))
     return sorted(tuple(row.values()) for row in exported.to_pylist())
+
+
+def published_rows(arrow_table, table):
+    """The newest version of each row filled in: the sample's rows, in the
+    columns the SOT's table has (no created_at; labels without the day), sorted."""
+    columns = [c.name for c in sample.sot_columns(table) if c.name in TABLES[table].column_names]
+    return sorted(tuple(row[c] for c in columns) for row in arrow_table.select(columns).to_pylist())
 
 
 def test_every_statement_gives_the_same_results_on_both_generations(server1816, engine26, tmp_path, monkeypatch):
@@ -231,10 +258,16 @@ def test_every_statement_gives_the_same_results_on_both_generations(server1816, 
     assert old["marker set again"] == 30 and old["versions"] == [(4,)]
     assert old["fresh staging kept"] == [] and old["stale staging swept"] is True
     assert [name for (name,) in old["tables at the end"]] == sorted([*TABLES, "complete_days", "ingestion_markers"])
-    assert {t: len(rows) for t, rows in old["exported"].items()} == dict(old["counts"], raw_clusters=0)
-    assert old["exported as held"] == {t: True for t in TABLES}
     assert old["migrated"] == (["raw_clusters"], 3, [("(processing_date, window_days)",)], [])
     assert old["marker columns added"] == [(5, ["extra"], ["severity"])]
+
+    superseded = sample.SUPERSEDED_ROWS
+    assert old["sot versions held"] == {"raw_features": 300 + superseded, "raw_alerts": 30 + superseded,
+                                        "raw_clusters": 3 + superseded, "raw_address_labels": 15 + 5 + 2 * superseded}
+    assert old["sot counts"] == {"raw_features": 300, "raw_alerts": 30, "raw_clusters": 3, "raw_address_labels": 15}
+    assert {t: len(rows) for t, rows in old["sot exported"].items()} == old["sot counts"]
+    assert old["sot exported as published"] == {t: True for t in TABLES}  # the newest versions, this network's labels
+    assert old["sot timezone named"] is True
 
 
 def test_a_database_of_the_old_system_migrated_keeps_bool_and_skip_indexes_and_takes_a_day(engine, tmp_path):
@@ -324,3 +357,57 @@ def test_the_loaders_bytes_read_back_row_by_row(engine, table, tmp_path):
                           f" ORDER BY {', '.join(schema.order_by)}")
     assert rows == expected_rows(table, snapshot[table])
     engine.execute(f"DROP DATABASE {database}")
+
+
+@pytest.mark.parametrize("table", list(TABLES))
+def test_the_sot_exports_http_reader_reads_row_by_row_what_the_engine_holds(engine, table, tmp_path):
+    """FORMAT Native over HTTP, read by sot_http, gives each value as the
+    native protocol (18.16) or the engine itself (26.x) does: Decimal128(18)
+    at both ends of its range, dates, empty and long arrays, non-ASCII text."""
+    folder = write_snapshot(str(tmp_path), NETWORK, DATE, WINDOW, edge_snapshot())
+    database = new_database()
+    clickhouse.ensure_schema(engine, database)
+    load(engine, database, table, f"{folder}/{table}.parquet")
+
+    query = f"SELECT * FROM {database}.{table} ORDER BY {', '.join(TABLES[table].order_by)}"
+    rows = engine.http_rows(query)
+    assert len(rows) == 1000 // {"raw_features": 1, "raw_alerts": 10, "raw_clusters": 100, "raw_address_labels": 20}[
+        table]
+    assert rows == engine.execute(query)
+    engine.execute(f"DROP DATABASE {database}")
+
+
+def test_a_current_sots_bool_flags_are_exported_as_the_tables_uint8(engine26):
+    """A SOT on a current server declares its is_* flags Boolean (Bool): the
+    export has the server CAST them to the table's UInt8."""
+    sot = new_database()
+    sample.create_sot_tables(engine26, sot)
+    flags = [c.name for c in TABLES["raw_features"].columns if c.name.startswith("is_")]
+    engine26.execute(f"ALTER TABLE {sot}.analyzers_features " + ", ".join(f"MODIFY COLUMN {f} Bool" for f in flags))
+    features = make_snapshot(NETWORK, DATE, WINDOW, 50)["raw_features"]
+    sample.fill_sot_database(engine26, sot, {"raw_features": features}, insert=engine26.insert_native)
+
+    exported = exported_rows(sot_clickhouse.SotDay(engine26, sot, NETWORK, DATE, WINDOW), "raw_features")
+
+    assert exported == published_rows(features, "raw_features")
+    engine26.execute(f"DROP DATABASE {sot}")
+
+
+@pytest.mark.parametrize("rows", [0, 5, 8, 56, 64, 75])
+def test_an_export_holds_every_row_whatever_its_blocks_and_row_groups(engine, rows, monkeypatch):
+    """Blocks of 8 rows, row groups of 32: a table that ends on a block, on
+    a row group, inside either, or has no rows."""
+    monkeypatch.setattr(sot_clickhouse, "EXPORT_BLOCK_ROWS", 8)
+    monkeypatch.setattr(sot_clickhouse, "EXPORT_ROW_GROUP_ROWS", 32)
+    sot = new_database()
+    alerts = make_snapshot(NETWORK, DATE, WINDOW, 1000)["raw_alerts"].slice(0, rows)
+    sample.fill_sot_database(engine, sot, {"raw_alerts": alerts}, insert=engine.insert_native)
+    out = sot_clickhouse.HashingWriter(io.BytesIO())
+
+    assert sot_clickhouse.SotDay(engine, sot, NETWORK, DATE, WINDOW).export_table("raw_alerts", out) == rows
+
+    exported = pq.ParquetFile(pa.BufferReader(out.out.getvalue()))
+    groups = [exported.metadata.row_group(i).num_rows for i in range(exported.metadata.num_row_groups)]
+    assert sum(groups) == rows and all(n == 32 for n in groups[:-1]) and groups[-1:] <= [32]
+    assert sorted(tuple(row.values()) for row in exported.read().to_pylist()) == published_rows(alerts, "raw_alerts")
+    engine.execute(f"DROP DATABASE {sot}")

@@ -1,14 +1,18 @@
 """TLS to ClickHouse and to Redis, against real servers on loopback serving
 TLS only with a certificate of a CA this test makes with openssl."""
+import json
+import os
 import subprocess
+import sys
 
 import pytest
 from clickhouse_driver import Client
-from conftest import DATE
+from conftest import DATE, REPO, WINDOW
 
 from workflows.config import Settings
 from workflows.local_servers import clickhouse_server, free_port, redis_server
 from workflows.meta import TABLES
+from workflows.sample import fill_sot_database, make_snapshot
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler")
 
@@ -32,17 +36,22 @@ def certificates(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tls_servers(certificates, tmp_path_factory):
-    """ClickHouse 18.16 serving TLS on its secure port, and a Redis serving TLS only."""
+def tls_ports():
+    return {"native": free_port(), "secure": free_port(), "https": free_port(), "redis": free_port()}
+
+
+@pytest.fixture(scope="module")
+def tls_servers(certificates, tmp_path_factory, tls_ports):
+    """ClickHouse 18.16 serving TLS on its secure port (and HTTPS), and a Redis serving TLS only."""
     root = str(tmp_path_factory.mktemp("tls-servers"))
-    secure_port, redis_port = free_port(), free_port()
-    servers = [clickhouse_server(root, free_port(), free_port(),
-                                 tls=(secure_port, certificates["server.pem"], certificates["server.key"])),
-               redis_server(root, redis_port, tls=(certificates["server.pem"], certificates["server.key"]))]
+    servers = [clickhouse_server(root, tls_ports["native"], free_port(),
+                                 tls=(tls_ports["secure"], certificates["server.pem"], certificates["server.key"],
+                                      tls_ports["https"])),
+               redis_server(root, tls_ports["redis"], tls=(certificates["server.pem"], certificates["server.key"]))]
     for server in servers:
         server.start()
-    yield {"CLICKHOUSE_HOST": "127.0.0.1", "CLICKHOUSE_PORT": str(secure_port), "CLICKHOUSE_SECURE": "1",
-           "REDIS_URL": f"rediss://127.0.0.1:{redis_port}/0?ssl_ca_certs={certificates['ca.pem']}"}
+    yield {"CLICKHOUSE_HOST": "127.0.0.1", "CLICKHOUSE_PORT": str(tls_ports["secure"]), "CLICKHOUSE_SECURE": "1",
+           "REDIS_URL": f"rediss://127.0.0.1:{tls_ports['redis']}/0?ssl_ca_certs={certificates['ca.pem']}"}
     for server in servers:
         server.stop()
 
@@ -75,6 +84,23 @@ def test_verification_can_be_turned_off(pipeline, tls_servers):
     result = pipeline.run_cli(*RUN_DAILY, **tls_servers, CLICKHOUSE_VERIFY="0")
 
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_sot_clickhouse_over_https_publishes_a_day(pipeline, tls_servers, tls_ports, certificates):
+    """SOT_SECURE=1 with the SOT ClickHouse's HTTPS port (8443 in a deployment):
+    its certificate checked against the system's CAs (here the test's, by
+    SSL_CERT_FILE)."""
+    fill_sot_database(Client("127.0.0.1", port=tls_ports["native"]), "sot_ethereum",
+                      make_snapshot("ethereum", DATE, WINDOW, 100))
+    published = subprocess.run(
+        [sys.executable, "-m", "workflows", "publish", "--date", DATE.isoformat(), "--network", "ethereum",
+         "--to", pipeline.sot], cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, **pipeline.env, "SOT_HOST": "127.0.0.1", "SOT_PORT": str(tls_ports["https"]),
+             "SOT_SECURE": "1", "SSL_CERT_FILE": certificates["ca.pem"]})
+
+    assert published.returncode == 0, published.stderr
+    meta = json.load(open(os.path.join(pipeline.snapshot_dir(), "META.json")))
+    assert meta["counts"] == {"alerts": 10, "features": 100, "clusters": 1, "address_labels": 5}
 
 
 def test_the_default_port_follows_clickhouse_secure():

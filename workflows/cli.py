@@ -147,11 +147,14 @@ def crontab(networks, workdir="/app", luigi="/usr/local/bin/luigi", log_dir="/va
 
 def publish_day(settings, network, date, window_days, to_url):
     try:
-        location = publish(settings, network, date, window_days, to_url)
-    except (NotPublished, SourceUnavailable) as exc:
+        snapshot, labels = publish(settings, network, date, window_days, to_url)
+    except NotPublished as exc:
         print(f"{network} {date}: nothing to publish: {exc}", file=sys.stderr)
         return 1
-    print(f"published {network} {date} (window {window_days} days) to {location}")
+    except SourceUnavailable as exc:
+        print(f"{network} {date}: {exc}", file=sys.stderr)
+        return 1
+    print(f"published {network} {date} (window {window_days} days) to {snapshot}, its labels to {labels}")
     return 0
 
 

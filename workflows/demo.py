@@ -1,9 +1,10 @@
 """`make demo`: Redis, ClickHouse and luigid under .local/, a sample day for
 yesterday for every configured network put into the demo's SOT ClickHouse
-database (sot_{network}) and published from there to .local/sot/ by
-`python -m workflows publish`, RunDaily through luigid, and a summary. Safe
-to run again: running servers and published snapshots are reused, and a
-day already loaded is not loaded twice.
+database (sot_{network}, the SOT's own tables) and published from there over
+its HTTP port by `python -m workflows publish` in the producer's layout
+(.local/sot/snapshots/, the labels in .local/sot/address-labels/), RunDaily
+through luigid, and a summary. Safe to run again: running servers and
+published snapshots are reused, and a day already loaded is not loaded twice.
 
 `python -m workflows.demo --date 2024-10-30` does the same for another day;
 `python -m workflows.demo --stop` stops the servers."""
@@ -21,7 +22,6 @@ from .local_servers import LocalServers, free_port, port_free
 from .meta import META_FILENAME, TABLES
 from .publish import publish
 from .resources import clickhouse_client
-from .sources.sot_clickhouse import sot_clickhouse_client
 from .sample import fill_sot_database, make_snapshot
 from .sources import snapshot_path
 from .tasks import yesterday
@@ -69,8 +69,10 @@ def choose_ports():
 
 
 def demo_env(local):
-    return dict(local.env(), SOT_URL=os.path.join(LOCAL, "sot"), SOT_DOWNLOAD_DIR=os.path.join(LOCAL, "downloads"),
-                SOT_HOST="127.0.0.1", SOT_PORT=str(local.clickhouse_port), INGESTION_RETRY_DELAY=RETRY_DELAY_SECONDS)
+    # SOT_PORT: the SOT ClickHouse's HTTP port, as the original deployment's .env had it
+    return dict(local.env(), SOT_URL=os.path.join(LOCAL, "sot", "snapshots"),
+                SOT_DOWNLOAD_DIR=os.path.join(LOCAL, "downloads"), SOT_HOST="127.0.0.1",
+                SOT_PORT=str(local.clickhouse_http_port), INGESTION_RETRY_DELAY=RETRY_DELAY_SECONDS)
 
 
 def main(argv=None):
@@ -94,10 +96,11 @@ def main(argv=None):
     for network in settings.networks:
         if not os.path.exists(os.path.join(env["SOT_URL"], snapshot_path(network, date, settings.window_days),
                                            META_FILENAME)):
-            fill_sot_database(sot_clickhouse_client(settings), settings.sot_database_for(network), network, date,
-                              settings.window_days, make_snapshot(network, date, settings.window_days, FEATURE_ROWS))
-            location = publish(settings, network, date, settings.window_days, env["SOT_URL"])
-            print(f"published {network} {date}: {location}")
+            # the SOT's database is on the demo's ClickHouse: filled over the native port, published over HTTP
+            fill_sot_database(clickhouse_client(settings), settings.sot_database_for(network),
+                              make_snapshot(network, date, settings.window_days, FEATURE_ROWS))
+            snapshot, labels = publish(settings, network, date, settings.window_days, env["SOT_URL"])
+            print(f"published {network} {date}: {snapshot}, its labels to {labels}")
 
     started = time.monotonic()
     run = subprocess.run([os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows",

@@ -26,7 +26,7 @@ CLICKHOUSE_CONFIG = """<?xml version="1.0"?>
 """
 
 CLICKHOUSE_TLS = """
-    <tcp_port_secure>{port}</tcp_port_secure>
+    <tcp_port_secure>{port}</tcp_port_secure>{https}
     <openSSL><server>
         <certificateFile>{certificate}</certificateFile>
         <privateKeyFile>{key}</privateKeyFile>
@@ -176,8 +176,9 @@ def redis_server(root, port, tls=None, password=None):
 
 
 def clickhouse_server(root, port, http_port, tls=None, password=None, replica=None):
-    """With `tls` = (secure_port, certificate, key) it serves TLS on secure_port
-    too; with `password` its default user needs that password; with
+    """With `tls` = (secure_port, certificate, key[, https_port]) it serves TLS
+    on secure_port too (and HTTPS on https_port); with `password` its default
+    user needs that password; with
     `replica` = {name, cluster, interserver_port, zookeeper_port, ports (the
     native ports of every replica)} it is that replica of a one-shard cluster."""
     config = os.path.join(root, "clickhouse.xml")
@@ -186,7 +187,11 @@ def clickhouse_server(root, port, http_port, tls=None, password=None, replica=No
         users = os.path.join(root, "clickhouse-users.xml")
         with open(users, "w") as stream:
             stream.write(CLICKHOUSE_USERS.format(password=password))
-    secure = CLICKHOUSE_TLS.format(port=tls[0], certificate=tls[1], key=tls[2]) if tls else ""
+    secure = ""
+    if tls:
+        secure_port, certificate, key, *https_port = tls
+        https = "".join(f"\n    <https_port>{p}</https_port>" for p in https_port)
+        secure = CLICKHOUSE_TLS.format(port=secure_port, https=https, certificate=certificate, key=key)
     with open(config, "w") as stream:
         stream.write(CLICKHOUSE_CONFIG.format(root=root, tcp_port=port, http_port=http_port, tls=secure, users=users,
                                               replica=_replica_config(**replica) if replica else ""))

@@ -1,46 +1,94 @@
-"""The SOT side, `python -m workflows publish`: one day of the SOT
-ClickHouse written as a snapshot to a folder or an S3 prefix, META.json
-last (workflows.sources.sot_clickhouse exports it)."""
+"""The SOT side, `python -m workflows publish`: one day of the SOT ClickHouse
+written to a folder or an S3 prefix as the producer writes it
+(workflows.sources.sot_clickhouse exports it): the day's files and META.json
+under {to}/{network}/{date}/{window_days}/, the network's labels file in
+address-labels/ beside to's last folder, where the pipeline looks for it by
+default. Files first, META.json last."""
 import os
+from contextlib import contextmanager
 from urllib.parse import unquote, urlparse
 
 from pyarrow.fs import FileType
 
 from .config import ConfigError
-from .meta import META_FILENAME
-from .sources import snapshot_path
+from .meta import META_FILENAME, labels_filename
+from .sources import LABELS_FOLDER, beside, snapshot_path
 from .sources.s3 import s3_filesystem
-from .sources.sot_clickhouse import export_day, sot_clickhouse_client
+from .sources.sot_clickhouse import LABELS_TABLE, SotDay, producer_filename, reading_the_sot, sot_clickhouse_client
+
+
+class Folder:
+    """A local folder to publish to; each file is written under a temporary
+    name and renamed into place, so a reader of the labels file, which every
+    day shares, never sees half of it."""
+
+    @staticmethod
+    def path(url, *parts):
+        parsed = urlparse(url)
+        return os.path.join(unquote(parsed.path) if parsed.scheme == "file" else url, *parts)
+
+    @staticmethod
+    @contextmanager
+    def output(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = f"{path}.partial"
+        try:
+            with open(partial, "wb") as out:
+                yield out
+            os.rename(partial, path)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+
+    @staticmethod
+    def remove(path):
+        if os.path.exists(path):
+            os.remove(path)
+
+
+class S3Prefix:
+    """An S3 prefix to publish to (an object appears whole when its upload completes)."""
+
+    def __init__(self, settings):
+        self.filesystem = s3_filesystem(settings)
+
+    @staticmethod
+    def path(url, *parts):
+        parsed = urlparse(url)
+        return "/".join(part for part in (parsed.netloc, parsed.path.strip("/"), *parts) if part)
+
+    def output(self, path):
+        return self.filesystem.open_output_stream(path)
+
+    def remove(self, path):
+        if self.filesystem.get_file_info(path).type == FileType.File:
+            self.filesystem.delete_file(path)
+
 
 def publish(settings, network, date, window_days, to_url, progress=None):
-    """Writes the day from the SOT ClickHouse as a snapshot under `to_url` (a
-    folder, file:// or s3://bucket/prefix): a META.json already there is
-    removed first and written again last, so a reader never pairs it with
-    files of another export. Returns the snapshot's location."""
-    client = sot_clickhouse_client(settings)
-    database = settings.sot_database_for(network)
-    parsed = urlparse(to_url)
-    relative = snapshot_path(network, date, window_days)
-    if parsed.scheme in ("", "file"):
-        folder = os.path.join(unquote(parsed.path) if parsed.scheme == "file" else to_url, relative)
-        os.makedirs(folder, exist_ok=True)
-        meta_path = os.path.join(folder, META_FILENAME)
-        if os.path.exists(meta_path):
-            os.remove(meta_path)
-        meta = export_day(client, database, network, date, window_days,
-                          lambda filename: open(os.path.join(folder, filename), "wb"), progress)
-        with open(meta_path + ".partial", "wb") as out:
-            out.write(meta)
-        os.rename(meta_path + ".partial", meta_path)
-        return folder
-    if parsed.scheme == "s3":
-        filesystem = s3_filesystem(settings)
-        prefix = "/".join(part for part in (parsed.netloc, parsed.path.strip("/"), relative) if part)
-        if filesystem.get_file_info(f"{prefix}/{META_FILENAME}").type == FileType.File:
-            filesystem.delete_file(f"{prefix}/{META_FILENAME}")
-        meta = export_day(client, database, network, date, window_days,
-                          lambda filename: filesystem.open_output_stream(f"{prefix}/{filename}"), progress)
-        with filesystem.open_output_stream(f"{prefix}/{META_FILENAME}") as out:
-            out.write(meta)
-        return f"s3://{prefix}"
-    raise ConfigError(f"--to: {parsed.scheme}:// is not a place to publish to; use a path, file:// or s3://")
+    """Writes the day from the SOT ClickHouse under `to_url` (a folder,
+    file:// or s3://bucket/prefix): a META.json already there is removed
+    first and written again last, so a reader never pairs it with files of
+    another export. Returns where the snapshot and the labels file went."""
+    scheme = urlparse(to_url).scheme
+    if scheme in ("", "file"):
+        store, shown = Folder(), ""
+    elif scheme == "s3":
+        store, shown = S3Prefix(settings), "s3://"
+    else:
+        raise ConfigError(f"--to: {scheme}:// is not a place to publish to; use a path, file:// or s3://")
+    folder = store.path(to_url, snapshot_path(network, date, window_days))
+    labels = store.path(beside(to_url, LABELS_FOLDER), labels_filename(network))
+    meta_path = f"{folder}/{META_FILENAME}"
+
+    def output(filename):
+        return store.output(labels if filename == producer_filename(LABELS_TABLE) else f"{folder}/{filename}")
+
+    with reading_the_sot(settings):
+        day = SotDay(sot_clickhouse_client(settings), settings.sot_database_for(network), network, date,
+                     window_days)
+        store.remove(meta_path)
+        meta = day.export(output, progress)
+    with store.output(meta_path) as out:
+        out.write(meta)
+    return shown + folder, shown + labels

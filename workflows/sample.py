@@ -5,17 +5,18 @@ seconds."""
 import datetime as dt
 import json
 import os
-import tempfile
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import clickhouse
-from .loader import load_parquet
 from .meta import META_FILENAME, TABLES, file_digest
-from .native import arrow_type
+from .native import arrow_type, conform, encode
 from .schema import TABLES as SCHEMAS
+from .schema import Column, quote_identifier
+from .sources.sot_clickhouse import LABELS_TABLE, SOT_TABLES
 
 TYPOLOGIES = ["layering", "peel_chain", "mixer_interaction", "sanctioned_counterparty", "rapid_movement", "fan_out"]
 SEVERITIES = ["low", "medium", "high", "critical"]
@@ -23,6 +24,19 @@ ADDRESS_TYPES = ["exchange", "mixer", "defi", "wallet", "contract", "bridge", "u
 LABELS = ["binance_hot_wallet", "tornado_cash", "uniswap_router", "ofac_sanctioned", "kraken_deposit", "scam_report"]
 ASSETS = ["ETH", "USDT", "USDC", "WBTC", "DAI", "BTC", "TOR"]
 ROW_GROUP_ROWS = 65536
+# The SOT's tables as its schema files declare them, by the table each feeds: (PARTITION BY, ORDER BY)
+SOT_LAYOUTS = {
+    "raw_alerts": ("toYYYYMM(processing_date)", "window_days, processing_date, alert_id, typology_type"),
+    "raw_features": ("(window_days, toYYYYMM(processing_date))", "window_days, processing_date, address"),
+    "raw_clusters": ("(cluster_type, toYYYYMM(processing_date))",
+                     "window_days, processing_date, cluster_type, cluster_id"),
+    "raw_address_labels": ("network", "network, address, label"),
+}
+# a column outside each table's key, which a superseded version of a row holds another value in
+SUPERSEDED_COLUMNS = {"raw_alerts": "description", "raw_features": "dominant_asset_in",
+                      "raw_clusters": "severity_max", "raw_address_labels": "risk_level"}
+SUPERSEDED_ROWS = 3
+LABELS_TIMESTAMP_MS = 1_730_000_000_000
 
 
 def default_sizes(feature_rows):
@@ -74,16 +88,59 @@ def write_snapshot(root, network, date, window_days, tables, legacy_meta=False, 
     return folder
 
 
-def fill_sot_database(ch, database, network, date, window_days, tables):
-    """Puts the tables' day into a SOT ClickHouse database (created with the
-    contract's tables when missing), for `publish` to export: the SOT side
-    of the demo and the tests."""
-    clickhouse.ensure_schema(ch, database)
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = write_snapshot(scratch, network, date, window_days, tables)
-        for name in TABLES:
-            load_parquet(ch, database, SCHEMAS[name], os.path.join(folder, f"{name}.parquet"), date, window_days,
-                         network, allow_empty=True)
+def sot_columns(table):
+    """The columns of the SOT's table that feeds `table`, as its schema files
+    declare them: no created_at, a _version; the labels without the day's
+    columns, with two timestamps of their own."""
+    if table == LABELS_TABLE:
+        own = [c for c in SCHEMAS[table].columns if c.name not in ("processing_date", "window_days")]
+        own += [Column("created_timestamp", "UInt64"), Column("updated_timestamp", "UInt64")]
+    else:
+        own = [c for c in SCHEMAS[table].columns if c.name != "created_at"]
+    return own + [Column("_version", "UInt64")]
+
+
+def create_sot_tables(ch, database):
+    """The SOT's tables in `database`, when missing. This is the SOT's schema,
+    not the pipeline's, so its statements are here rather than in sql."""
+    ch.execute(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
+    for table, (partition_by, order_by) in SOT_LAYOUTS.items():
+        columns = ", ".join(f"{quote_identifier(c.name)} {c.type}" for c in sot_columns(table))
+        ch.execute(f"CREATE TABLE IF NOT EXISTS {quote_identifier(database)}.{quote_identifier(SOT_TABLES[table])}"
+                   f" ({columns}) ENGINE = ReplacingMergeTree(_version) PARTITION BY {partition_by}"
+                   f" ORDER BY ({order_by})")
+
+
+def fill_sot_database(ch, database, tables, insert=None):
+    """Puts the tables' rows into a SOT ClickHouse database (its tables
+    created when missing), for `publish` to export: the SOT side of the demo
+    and the tests. Every row goes in as version 2; then SUPERSEDED_ROWS rows
+    of each table go in again as version 1 with another value in a column,
+    inserted last, so that only the newest-version rule sets them aside.
+    `insert` as loader.stage_parquet takes it; by default the native insert
+    over `ch`."""
+    create_sot_tables(ch, database)
+    insert = insert or partial(clickhouse.insert_blocks, ch)
+    for table, rows in tables.items():
+        column = SUPERSEDED_COLUMNS[table]
+        older = rows.slice(0, SUPERSEDED_ROWS)
+        older = older.set_column(older.schema.get_field_index(column), column,
+                                 pa.repeat(pa.scalar("superseded"), older.num_rows))
+        columns = sot_columns(table)
+        for version, part in ((2, rows), (1, older)):
+            if part.num_rows:
+                insert(database, SOT_TABLES[table], [c.name for c in columns],
+                       [(part.num_rows, _sot_block(columns, part, version))], None)
+
+
+def _sot_block(columns, rows, version):
+    """The Native column data of `rows` as a version of the SOT's rows."""
+    n = rows.num_rows
+    arrays = {name: rows.column(name) for name in rows.column_names}
+    stamp = pa.repeat(pa.scalar(LABELS_TIMESTAMP_MS, pa.uint64()), n)
+    arrays["created_timestamp"] = arrays["updated_timestamp"] = stamp
+    arrays["_version"] = pa.repeat(pa.scalar(version, pa.uint64()), n)
+    return [(c.name, c.type, encode(conform(arrays[c.name], c.type), c.type)) for c in columns]
 
 
 def _with_int64_integers(table):

@@ -207,12 +207,46 @@ def loaded_days(database, network, dates, window_days):
     )
 
 
-def select_day(database, table: Table, network, date, window_days):
-    """One day of a table of the SOT ClickHouse, in the table's column order;
-    of one network where the table has that column."""
-    where = "processing_date = %(date)s AND window_days = %(window_days)s"
-    if "network" in table.column_names:
-        where += " AND network = %(network)s"
-    return (f"SELECT {', '.join(quote_identifier(c) for c in table.column_names)}"
-            f" FROM {_name(database, table.name)} WHERE {where}",
-            {"date": date, "window_days": int(window_days), "network": network})
+def server_timezone():
+    """The server's time zone, which its DateTime values are read in."""
+    return "SELECT timezone()", None
+
+
+def table_columns(database, table):
+    """(name, type) of each column of a table (none when it is missing)."""
+    return ("SELECT name, type FROM system.columns WHERE database = %(database)s AND table = %(table)s",
+            {"database": database, "table": table})
+
+
+def _newest(database, table, where):
+    """FROM the newest version of each row of a ReplacingMergeTree table (the
+    SOT's) whose `where` columns hold those values ({column: value}).
+
+    FINAL, not argMax(..., _version) ... GROUP BY: FINAL deduplicates by the
+    table's own ORDER BY key, which is what ReplacingMergeTree replaces rows
+    by (argMax would need that key spelled out here, and the server would
+    hold every group of the day in memory), and it streams the merged parts
+    in key order, so the server's memory stays flat. It is exact here: the
+    `where` columns are key columns, so no version of a row is filtered out
+    before the merge, and the SOT's partition expressions are of key
+    columns, so all versions of a row are in one partition (FINAL merges
+    within a partition). 18.16 and current servers both have it."""
+    condition = " AND ".join(f"{quote_identifier(column)} = %({column})s" for column in where)
+    return f" FROM {_name(database, table)} FINAL WHERE {condition}", dict(where)
+
+
+def newest_rows(database, table, columns, where):
+    """The columns ((name, type), ...) of the newest version of each row of
+    `table` that matches `where` (see _newest), each CAST to its type where
+    the table's differs (a current SOT's Bool flags, say); not aliased,
+    which 18.16 would take for a cycle when the column is in `where` too."""
+    selected = ", ".join(quote_identifier(name) if cast is None else f"CAST({quote_identifier(name)} AS {cast})"
+                         for name, cast in columns)
+    source, params = _newest(database, table, where)
+    return f"SELECT {selected}{source}", params
+
+
+def newest_count(database, table, where):
+    """How many rows newest_rows gives."""
+    source, params = _newest(database, table, where)
+    return f"SELECT count(){source}", params

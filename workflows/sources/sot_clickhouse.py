@@ -1,26 +1,50 @@
-"""The SOT ClickHouse as a snapshot store (SOT_URL=clickhouse://): the day's
-rows of its tables exported as a snapshot straight into the download
-directory, so that validation and load run unchanged; `publish` writes the
-same export to a folder or an S3 prefix."""
+"""The SOT ClickHouse as a snapshot store (SOT_URL=clickhouse://): a day of
+its own tables exported in the producer's format (alerts, features and
+clusters.parquet, the network's labels as address_labels.parquet, and a
+META.json of schema 1.x with counts and bare sha256) straight into the
+download directory, so that validation and load run unchanged; `publish`
+writes the same export to a folder or an S3 prefix. SOT_PORT may be the
+server's native port or its HTTP one (sot_http)."""
+import datetime as dt
 import hashlib
 import io
 import json
-import socket
+from contextlib import contextmanager
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from clickhouse_driver.errors import Error as ClickHouseError
+from clickhouse_driver.errors import ErrorCodes
 
 from .. import sql
-from ..clickhouse import count_rows
 from ..errors import one_line
-from ..meta import META_FILENAME, TABLES
+from ..meta import META_FILENAME, PRODUCER_NAMES, TABLES
 from ..native import arrow_type
 from ..resources import clickhouse_client_of
 from ..schema import TABLES as SCHEMAS
 from .base import NotPublished, SnapshotSource, SourceUnavailable, create_private_file
+from .sot_http import HttpClickHouse, answers_http
 
-EXPORT_BLOCK_ROWS = 65_536  # rows per Parquet row group and per block read: memory stays flat
+# The SOT's own tables (the analytics pipeline's), by the table each feeds.
+# Each is a ReplacingMergeTree(_version): a row may be there in several
+# versions until a merge, and only the newest is exported (sql._newest).
+SOT_TABLES = {"raw_alerts": "analyzers_alerts", "raw_features": "analyzers_features",
+              "raw_clusters": "analyzers_alert_clusters", "raw_address_labels": "core_address_labels"}
+LABELS_TABLE = "raw_address_labels"  # the network's labels as they are now: core_address_labels has no day
+PRODUCER_SCHEMA_VERSION = "1.0.0"  # the META.json the producer writes
+# Rows per Parquet row group, and per block read from the server: a block's
+# rows are Python objects until it is turned into Arrow. Publishing 1M
+# feature rows peaked at 640 MB RSS (native) and 890 MB (HTTP) with
+# 65,536-row blocks, at 316 and 327 MB with 8,192-row ones, flat in the rows.
+EXPORT_ROW_GROUP_ROWS = 65_536
+EXPORT_BLOCK_ROWS = 8_192
+# what a wrong user or password gets: 18.16's codes, and the one current servers give for both
+AUTHENTICATION_FAILED = {ErrorCodes.UNKNOWN_USER, ErrorCodes.WRONG_PASSWORD, ErrorCodes.REQUIRED_PASSWORD, 516}
+
+
+def producer_filename(table):
+    """The file of `table` in the producer's META.json (the labels' name there, not on the store)."""
+    return f"{PRODUCER_NAMES[table]}.parquet"
 
 
 class HashingWriter(io.RawIOBase):
@@ -43,57 +67,103 @@ class HashingWriter(io.RawIOBase):
         return self.position
 
 
-def export_table(client, database, table, network, date, window_days, out, progress=None):
-    """Streams the day's rows of `table` as Parquet into the binary output
-    `out`, EXPORT_BLOCK_ROWS at a time; returns the number of rows."""
-    schema = SCHEMAS[table]
-    arrow_schema = pa.schema([pa.field(c.name, arrow_type(c.type)) for c in schema.columns])
-    query, params = sql.select_day(database, schema, network, date, window_days)
-    rows_done = 0
-    with pq.ParquetWriter(out, arrow_schema) as writer:
-        block = []
-        for row in client.execute_iter(query, params, settings={"max_block_size": EXPORT_BLOCK_ROWS}):
-            block.append(row)
-            if len(block) == EXPORT_BLOCK_ROWS:
-                writer.write_batch(_batch(block, arrow_schema))
-                rows_done += len(block)
-                block = []
+class SotDay:
+    """One network's day of the SOT ClickHouse, as the producer exports it."""
+
+    def __init__(self, client, database, network, date, window_days):
+        self.client, self.database, self.network = client, database, network
+        self.date, self.window_days = date, int(window_days)
+
+    def where(self, table):
+        if table == LABELS_TABLE:
+            return {"network": self.network}
+        return {"processing_date": self.date, "window_days": self.window_days}
+
+    def count(self, table):
+        return self.client.execute(*sql.newest_count(self.database, SOT_TABLES[table], self.where(table)))[0][0]
+
+    def columns(self, table):
+        """The columns of our table that the SOT's has, in our order, each
+        with the type to CAST the SOT's to where it differs (None where it
+        is the same): its tables have no created_at, its labels no day (the
+        load stamps it)."""
+        held = dict(self.client.execute(*sql.table_columns(self.database, SOT_TABLES[table])))
+        return [(c, None if held[c.name] == c.type else c.type) for c in SCHEMAS[table].columns if c.name in held]
+
+    def export_table(self, table, out, progress=None):
+        """Streams the newest version of each of the table's rows as Parquet
+        into the binary output `out`, a block of EXPORT_BLOCK_ROWS at a time,
+        a row group of EXPORT_ROW_GROUP_ROWS; returns the number of rows.
+        `progress(rows_done)` follows it."""
+        columns = self.columns(table)
+        arrow_schema = pa.schema([pa.field(c.name, arrow_type(c.type)) for c, _ in columns])
+        query, params = sql.newest_rows(self.database, SOT_TABLES[table], [(c.name, cast) for c, cast in columns],
+                                        self.where(table))
+        rows = self.client.execute_iter(query, params, settings={"max_block_size": EXPORT_BLOCK_ROWS})
+        rows_done = 0
+        # a table without rows that day is a file of its columns with zero rows
+        with pq.ParquetWriter(out, arrow_schema) as writer:
+            for group in _row_groups(rows, arrow_schema):
+                writer.write_table(group, row_group_size=EXPORT_ROW_GROUP_ROWS)
+                rows_done += group.num_rows
                 if progress:
                     progress(rows_done)
-        if block or not rows_done:  # a day without rows is a file with zero rows
-            writer.write_batch(_batch(block, arrow_schema))
-            rows_done += len(block)
-    return rows_done
+        return rows_done
+
+    def export(self, open_output, progress=None):
+        """Writes the four files through `open_output(filename)` (a binary
+        output to close after; the labels' filename is address_labels.parquet,
+        which the caller puts where labels go) and returns the META.json that
+        lists them, for the caller to write last. Raises NotPublished when
+        none of the day's tables holds a row of the day."""
+        counts = {table: self.count(table) for table in TABLES}
+        if not any(rows for table, rows in counts.items() if table != LABELS_TABLE):
+            raise NotPublished(f"no rows of {self.date} (window {self.window_days}) in the SOT database"
+                               f" {self.database}")
+        total, before = sum(counts.values()), 0
+        written, sums = {}, {}
+        for table in TABLES:
+            filename = producer_filename(table)
+
+            def report(done, filename=filename, table=table, before=before):
+                if progress:
+                    progress(f"{filename}: {done:,} / {counts[table]:,} rows exported",
+                             100 * (before + done) / max(total, 1))
+            with open_output(filename) as out:
+                hashed = HashingWriter(out)
+                written[PRODUCER_NAMES[table]] = self.export_table(table, hashed, report)
+            sums[filename] = hashed.sha256.hexdigest()
+            before += counts[table]
+        meta = {"schema_version": PRODUCER_SCHEMA_VERSION,
+                "batch_id": f"{self.network}-{self.date.isoformat()}-{self.window_days}d",
+                "network": self.network, "processing_date": self.date.isoformat(), "window_days": self.window_days,
+                "generated_at": dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+                "counts": written, "sha256": sums}
+        return json.dumps(meta, indent=2).encode()
+
+
+def _row_groups(rows, arrow_schema):
+    """The rows (tuples) as Arrow tables of EXPORT_ROW_GROUP_ROWS rows (the
+    last one shorter), each made of EXPORT_BLOCK_ROWS-row batches: only one
+    block of rows is Python objects at a time."""
+    block, group = [], []
+    for row in rows:
+        block.append(row)
+        if len(block) == EXPORT_BLOCK_ROWS:
+            group.append(_batch(block, arrow_schema))
+            block = []
+            if len(group) * EXPORT_BLOCK_ROWS == EXPORT_ROW_GROUP_ROWS:
+                yield pa.Table.from_batches(group, arrow_schema)
+                group = []
+    if block:
+        group.append(_batch(block, arrow_schema))
+    if group:
+        yield pa.Table.from_batches(group, arrow_schema)
 
 
 def _batch(rows, arrow_schema):
-    columns = list(zip(*rows)) or [()] * len(arrow_schema)
-    return pa.record_batch([pa.array(values, type=field.type) for values, field in zip(columns, arrow_schema)],
+    return pa.record_batch([pa.array(values, type=field.type) for values, field in zip(zip(*rows), arrow_schema)],
                            schema=arrow_schema)
-
-
-def export_day(client, database, network, date, window_days, open_output, progress=None):
-    """Writes the four tables through `open_output(filename)` (a binary
-    output to close after) and returns the META.json that lists them with
-    their sha256, for the caller to write last. Raises NotPublished when
-    the SOT holds no row of the day in any table."""
-    counts = {t: count_rows(client, database, t, date, window_days) for t in TABLES}
-    if not any(counts.values()):
-        raise NotPublished(f"no rows of {date} (window {window_days}) in the SOT database {database}")
-    files = []
-    for table in TABLES:
-        filename = f"{table}.parquet"
-
-        def report(done, total=counts[table]):
-            if progress:
-                progress(f"{filename}: {done:,} / {total:,} rows exported", 100 * done / max(total, 1))
-        with open_output(filename) as out:
-            hashed = HashingWriter(out)
-            export_table(client, database, table, network, date, window_days, hashed, report)
-        files.append({"filename": filename, "checksum": f"sha256:{hashed.sha256.hexdigest()}"})
-    meta = {"network": network, "processing_date": date.isoformat(), "window_days": int(window_days),
-            "files": files}
-    return json.dumps(meta, indent=2).encode()
 
 
 class ClickHouseSnapshotSource(SnapshotSource):
@@ -108,38 +178,51 @@ class ClickHouseSnapshotSource(SnapshotSource):
         return f"clickhouse://{s.sot_host}:{s.sot_port}/{s.sot_database}"
 
     def fetch(self, network, date, window_days, destination, progress=None):
-        client = sot_clickhouse_client(self.settings)
-        try:
-            meta = export_day(client, self.settings.sot_database_for(network), network, date, window_days,
-                              lambda filename: create_private_file(destination, filename), progress)
-        except NotPublished as exc:
-            raise NotPublished(f"not published yet: {exc}") from None
+        """The labels go into the download as address_labels.parquet, the name
+        META.json gives them, where the load looks for them."""
+        with reading_the_sot(self.settings):
+            day = SotDay(sot_clickhouse_client(self.settings), self.settings.sot_database_for(network), network,
+                         date, window_days)
+            try:
+                meta = day.export(lambda filename: create_private_file(destination, filename), progress)
+            except NotPublished as exc:
+                raise NotPublished(f"not published yet: {exc}") from None
         with create_private_file(destination, META_FILENAME) as out:
             out.write(meta)
         # the checksums were taken as the bytes were written
-        return {entry["filename"]: entry["checksum"] for entry in json.loads(meta)["files"]}
+        return {filename: f"sha256:{digest}" for filename, digest in json.loads(meta)["sha256"].items()}
 
+
+@contextmanager
+def reading_the_sot(settings):
+    """A failure of the SOT ClickHouse as one line naming it (SourceUnavailable);
+    a wrong user or password as "authentication failed", over either
+    protocol. Never the password."""
+    try:
+        yield
+    except ClickHouseError as exc:
+        raise SourceUnavailable(_failure(settings, exc)) from None
+
+
+def _failure(settings, exc):
+    where = f"SOT ClickHouse {settings.sot_host}:{settings.sot_port}"
+    if getattr(exc, "code", None) in AUTHENTICATION_FAILED:
+        return f"{where}: authentication failed for user {settings.sot_user!r} (SOT_USER, SOT_PASSWORD)"
+    return f"{where}: {one_line(exc)}"
 
 
 def sot_clickhouse_client(settings):
-    """The SOT ClickHouse that snapshots are exported from (SOT_URL=clickhouse://, publish)."""
+    """The SOT ClickHouse that snapshots are exported from (SOT_URL=clickhouse://,
+    publish), connected and its credentials checked: over HTTP when SOT_PORT
+    is its HTTP interface (the original deployment's 8123), else over the
+    native protocol. Either has the driver's execute and execute_iter."""
     s = settings
     try:
-        return clickhouse_client_of(((s.sot_host, s.sot_port),), s.sot_user, s.sot_password, s.sot_secure, "", True,
-                           s.connect_timeout, s.compression)
-    except (ClickHouseError, OSError) as exc:
-        if _answers_http(s.sot_host, s.sot_port, s.connect_timeout):
-            raise SourceUnavailable(f"SOT ClickHouse {s.sot_host}:{s.sot_port} answers HTTP: SOT_PORT must be"
-                                    " its native protocol port (9000, or 9440 with SOT_SECURE=1)") from None
-        raise SourceUnavailable(f"SOT ClickHouse {s.sot_host}:{s.sot_port}: {one_line(exc)}") from None
-
-
-
-def _answers_http(host, port, timeout):
-    """Whether host:port is an HTTP server (ClickHouse's 8123, say)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(b"GET /ping HTTP/1.0\r\n\r\n")
-            return sock.recv(5) == b"HTTP/"
-    except OSError:
-        return False
+        with reading_the_sot(s):
+            if answers_http(s.sot_host, s.sot_port, s.sot_secure, s.connect_timeout):
+                return HttpClickHouse(s.sot_host, s.sot_port, (s.sot_user, s.sot_password), s.sot_secure,
+                                      s.connect_timeout).connect()
+            return clickhouse_client_of(((s.sot_host, s.sot_port),), s.sot_user, s.sot_password, s.sot_secure, "",
+                                        True, s.connect_timeout, s.compression)
+    except OSError as exc:  # the native connect's TLS and socket failures
+        raise SourceUnavailable(_failure(s, exc)) from None
