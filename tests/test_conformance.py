@@ -7,7 +7,6 @@ native.native_block."""
 import datetime as dt
 import inspect
 import io
-import os
 import time
 import uuid
 from decimal import Decimal
@@ -19,7 +18,7 @@ from clickhouse_driver import Client
 
 from targets import ClickHouseMarkerTarget
 from targets.clickhouse_marker import loaded_days
-from workflows import clickhouse, loader, sample, sql
+from workflows import clickhouse, leases, loader, sample, sql
 from workflows.migrate import migrate
 from workflows.sources import sot_clickhouse
 from workflows.sample import make_snapshot, write_snapshot
@@ -102,7 +101,7 @@ def scenario(engine, tmp_path):
     claimed = clickhouse.claim_staged(engine, database, "raw_alerts", DATE, WINDOW, download, rows)
     with clickhouse.dropped_after(engine, database, claimed):
         loader.swap_in(engine, database, alerts, claimed, DATE, WINDOW, rows)
-    seen["claimed"] = claimed.split("_")[-2] == str(os.getpid())
+    seen["claimed"] = clickhouse.staging_owner(claimed) == leases.owner()
     seen["left over"] = len(clickhouse.drop_staged(engine, database, DATE, WINDOW, download))
     seen["swapped in"] = clickhouse.count_rows(engine, database, "raw_alerts", DATE, WINDOW)
 

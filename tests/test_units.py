@@ -326,20 +326,17 @@ def test_a_clickhouse_server_error_becomes_its_code_and_first_sentence():
     assert len(one_line(ValueError("x" * 5000))) == 500
 
 
-def test_a_staging_table_is_abandoned_when_its_process_is_gone_or_it_is_old():
-    import subprocess
-    import sys
-
-    from workflows.clickhouse import abandoned, staging_name
+def test_a_staging_table_is_abandoned_when_its_owners_lease_lapsed_or_it_is_old():
+    from workflows import leases
+    from workflows.clickhouse import abandoned, staging_name, staging_owner
 
     mine = staging_name("raw_alerts", dt.date(2024, 10, 30), 195)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    _, host, pid, _ = mine.rsplit("_", 3)
-    of_a_dead_process = mine.replace(f"_{host}_{pid}_", f"_{host}_{int(dead.stdout)}_")
-    of_another_host = mine.replace(f"_{host}_", "_0badc0de_")
-    assert not abandoned(mine, 10) and abandoned(mine, 2 * 3600)
-    assert abandoned(of_a_dead_process, 10)
-    assert not abandoned(of_another_host, 10) and abandoned(of_another_host, 2 * 3600)
+    assert staging_owner(mine) == leases.owner() and leases.owner().startswith("p")
+    held = {leases.owner()}
+    assert not abandoned(mine, 10, held) and abandoned(mine, 2 * 3600, held)
+    assert abandoned(mine, 10, set())  # its owner's lease lapsed: a dead process, on any host or in any container
+    handed_over = staging_name("raw_alerts", dt.date(2024, 10, 30), 195, download_id="d" * 32)
+    assert not abandoned(handed_over, 10, set()) and abandoned(handed_over, 2 * 3600, set())  # outlives its stager
 
 
 def test_a_date_beyond_pythons_range_is_named_not_a_crash(tmp_path):

@@ -53,7 +53,12 @@ class Attempts:
         except RedisError as exc:
             logger.error("could not count the failure in Redis: %s", one_line(exc))
             shared = 0
-        return max(shared, self.count_here())
+        try:
+            here = self.count_here()
+        except OSError as exc:  # the download folder unusable: Redis's count alone
+            logger.error("could not count the failure on this host: %s", one_line(exc))
+            here = 0
+        return max(shared, here)
 
     def clear(self):
         """A new round: the next failure is attempt 1. Raises RedisError

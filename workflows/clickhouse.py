@@ -3,7 +3,6 @@ the atomic swap of one (processing_date, window_days) slice. The statements
 are in workflows.sql; the clients in workflows.resources."""
 import hashlib
 import io
-import os
 import queue
 import socket
 import struct
@@ -21,7 +20,7 @@ from clickhouse_driver.result import QueryInfo
 from clickhouse_driver.varint import write_varint
 from clickhouse_driver.writer import write_binary_str, write_binary_uint128
 
-from . import sql
+from . import leases, sql
 from .native import native_block
 from .layout import ServedTable, layout_differences
 from .schema import COMPLETE_DAYS_VIEW, MARKER_COLUMNS_ADDED, MARKER_TABLE, STAGING_PREFIX, TABLES
@@ -140,41 +139,39 @@ def count_rows(ch, database, table, date, window_days):
 
 def staging_name(table_name, date, window_days, download_id=None):
     """A name of its own for each staging table, so concurrent loads of one
-    day never share one. It carries the host, and the process that drops it
-    when done, or, for a table staged ahead of its swap (keep_staged), `d`
-    and the download it was staged from."""
+    day never share one. It carries the host, and the owner: the process
+    that drops it when done (leases.owner(), whose lease says it lives), or,
+    for a table staged ahead of its swap (keep_staged), `d` and the
+    download it was staged from."""
     return f"{_owned_prefix(table_name, date, window_days, download_id)}{uuid.uuid4().hex[:6]}"
 
 
 def _owned_prefix(table_name, date, window_days, download_id=None):
-    owner = f"d{download_id[:12]}" if download_id else str(os.getpid())
+    owner = f"d{download_id[:12]}" if download_id else leases.owner()
     return f"{STAGING_PREFIX}{table_name}_{date:%Y%m%d}_{int(window_days)}_{HOST_TAG}_{owner}_"
 
 
-def abandoned(name, age_seconds, max_age_seconds=STAGING_MAX_AGE_SECONDS):
-    """Whether a staging table is no longer wanted: its process is gone from
-    this host, or, made elsewhere or staged ahead of its swap, the table is
-    older than max_age_seconds."""
-    if age_seconds >= max_age_seconds:
-        return True
-    _, host, pid, _ = name.rsplit("_", 3)
-    return host == HOST_TAG and pid.isdigit() and not _alive(int(pid))
+def staging_owner(name):
+    """The owner a staging table's name carries."""
+    return name.rsplit("_", 2)[1]
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
+def abandoned(name, age_seconds, holders, max_age_seconds=STAGING_MAX_AGE_SECONDS):
+    """Whether a staging table is no longer wanted: its owning process's
+    lease has lapsed (it is not among `holders`), or, staged ahead of its
+    swap, the table is older than max_age_seconds."""
+    owner = staging_owner(name)
+    return age_seconds >= max_age_seconds or (not owner.startswith("d") and owner not in holders)
 
 
-def sweep_staging(ch, database, max_age_seconds=STAGING_MAX_AGE_SECONDS):
-    """Drops the staging tables that dead loads left; returns their names."""
-    stale = [name for name, age in listed(ch, sql.staging_tables(database))
-             if abandoned(name, age, max_age_seconds)]
+def sweep_staging(ch, database, holders=None, max_age_seconds=STAGING_MAX_AGE_SECONDS):
+    """Drops the staging tables that dead loads left; returns their names.
+    `holders(owners)`: those whose lease is held (leases.holders); without
+    it only age counts."""
+    tables = listed(ch, sql.staging_tables(database))
+    owners = {staging_owner(name) for name, _ in tables}
+    alive = holders(owners) if holders else owners
+    stale = [name for name, age in tables if abandoned(name, age, alive, max_age_seconds)]
     for name in stale:
         drop_table(ch, database, name)
     return stale

@@ -27,7 +27,7 @@ from targets import ClickHouseMarkerTarget, RedisMarkerTarget
 from targets.clickhouse_marker import loaded_days
 from targets.redis_marker import marker_key
 
-from . import alerts, clickhouse, loader, scheduler
+from . import alerts, clickhouse, leases, loader, scheduler
 from .config import ConfigError, Settings, check_network, known_network
 from .errors import OneLineFailure, SnapshotError, WithoutTracebacks, one_line
 from .meta import META_FILENAME, TABLES, MetaError, file_digest, parse_meta
@@ -194,6 +194,12 @@ class IngestionTask(luigi.Task):
         """Whether the network's database is there, without creating it
         (for commands that only look)."""
         return clickhouse.database_exists(clickhouse_client(self.settings), self.database)
+
+    def sweep_staging(self, ch):
+        """Takes this process's staging lease, then drops the staging tables
+        whose owner's lease has lapsed (a load that died, on any host)."""
+        leases.hold(self.redis)
+        clickhouse.sweep_staging(ch, self.database, lambda owners: leases.holders(self.redis, owners))
 
     def download_id(self):
         """Id of the download on disk, or None when there is none."""
@@ -481,7 +487,7 @@ class VerifyChecksums(IngestionTask):
         checked, total = 0, sum(sizes.values()) or 1
         ch = self.clickhouse
         loaded = loaded_days(ch, self.database, self.network, [self.date], self.window_days).get(self.date, {})
-        clickhouse.sweep_staging(ch, self.database)
+        self.sweep_staging(ch)
         # every table is staged before any is handed to its load, so a file
         # that does not fit leaves them all untouched
         with ExitStack() as staging:
@@ -583,7 +589,7 @@ class LoadTable(IngestionTask):
         entry = self.meta()[self.table]
         path = os.path.join(self.download_dir, entry.filename) if entry.filename else None
         table, ch = TABLE_SCHEMAS[self.table], self.clickhouse
-        clickhouse.sweep_staging(ch, self.database)
+        self.sweep_staging(ch)
         try:
             rows = loader.file_rows(path) if path else 0
             staged = clickhouse.claim_staged(ch, self.database, self.table, self.date, self.window_days,
