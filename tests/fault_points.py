@@ -6,6 +6,7 @@ test_faults: `python tests/fault_points.py POINT luigi-arguments...`.
     redis-killed-after-validation
                              SIGKILLs the Redis of FAULT_REDIS_PID once ValidateMeta has run
 """
+import contextlib
 import os
 import signal
 import sys
@@ -13,7 +14,7 @@ import sys
 import luigi
 import luigi.retcodes
 
-from workflows import clickhouse
+from workflows import clickhouse, disk
 from workflows.sources.local import LocalSnapshotSource
 
 
@@ -41,11 +42,29 @@ def kill_after_the_first_file():
     LocalSnapshotSource.chunks = chunks
 
 
+def fill_the_disk_after_the_check():
+    """Another writer takes the room once the download was granted it."""
+    granted = disk.reserved
+
+    @contextlib.contextmanager
+    def reserved(root, needed):
+        with granted(root, needed):
+            with open(os.path.join(root, "filler"), "wb") as filler:
+                with contextlib.suppress(OSError):
+                    while True:
+                        filler.write(b"\0" * (1 << 20))
+                        filler.flush()
+            yield
+    disk.reserved = reserved
+
+
 def main(point, arguments):
     if point == "mid-download":
         kill_after_the_first_file()
     elif point == "between-swap-and-marker":
         then_kill(clickhouse, "swap_day")
+    elif point == "disk-filled-after-the-check":
+        fill_the_disk_after_the_check()
     elif point == "redis-killed-after-validation":
         @luigi.Task.event_handler(luigi.Event.PROCESSING_TIME)
         def kill_redis(task, _seconds):

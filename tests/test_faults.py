@@ -14,9 +14,10 @@ import pytest
 from clickhouse_driver import Client
 from conftest import DATE, REPO, WINDOW, luigid_tasks
 
-from workflows import cli
+from workflows import cli, disk
 from workflows.local_servers import clickhouse_server, free_port, redis_server
 from workflows.meta import TABLES
+from workflows.sources.base import space_needed
 from workflows.sample import make_snapshot
 from workflows.tasks import marker_key
 
@@ -53,6 +54,45 @@ def test_a_snapshot_larger_than_the_free_space_is_refused_before_a_byte_is_copie
 
     tables = pipeline.publish()  # a day that fits: the same directory works again
     assert pipeline.run()
+    assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
+
+
+def snapshot_bytes(pipeline):
+    folder = pipeline.snapshot_dir()
+    return sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder) if name.endswith(".parquet"))
+
+
+def test_the_room_check_counts_the_downloads_under_way_on_the_same_folder(pipeline, small_disk, monkeypatch):
+    tables = pipeline.publish()
+    monkeypatch.setenv("SOT_DOWNLOAD_DIR", small_disk)
+    pipeline.downloads = small_disk
+    free = shutil.disk_usage(small_disk).free
+    under_way = free - space_needed(snapshot_bytes(pipeline)) + (1 << 20)  # alone, the day would fit
+
+    with disk.reserved(small_disk, under_way):  # another network's download, as a worker holds it
+        assert not pipeline.run()
+
+    [(task, reason)] = pipeline.failures
+    assert type(task).__name__ == "DownloadSOT"
+    assert reason.startswith(f"ethereum 2024-10-30 download to {small_disk}: {free / 1e6:,.0f} MB free,"
+                             f" {under_way / 1e6:,.0f} MB of it reserved by downloads under way; the snapshot needs")
+    assert pipeline.run()  # that download done: the room is there
+    assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
+
+
+def test_a_disk_that_fills_during_a_download_gives_the_same_one_line(pipeline, small_disk):
+    tables = pipeline.publish()
+    pipeline.env["SOT_DOWNLOAD_DIR"] = pipeline.downloads = small_disk
+
+    full = run_with_fault(pipeline, "disk-filled-after-the-check", *RUN_DAILY, "--local-scheduler")
+
+    assert full.returncode == 30, full.stderr[-3000:]
+    [line] = [line for line in full.stderr.splitlines() if " failed    DownloadSOT(" in line]
+    assert f"): ethereum 2024-10-30 download to {small_disk}: no space left while writing " in line, line
+    assert line.endswith(".parquet (0 MB free)"), line
+    assert "Traceback" not in full.stderr
+    os.remove(os.path.join(small_disk, "filler"))
+    assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
 
 

@@ -27,7 +27,7 @@ from targets import ClickHouseMarkerTarget, RedisMarkerTarget
 from targets.clickhouse_marker import loaded_days
 from targets.redis_marker import marker_key
 
-from . import alerts, clickhouse, leases, loader, scheduler
+from . import alerts, clickhouse, disk, leases, loader, scheduler
 from .config import ConfigError, Settings, check_network, known_network
 from .errors import OneLineFailure, SnapshotError, WithoutTracebacks, one_line
 from .meta import META_FILENAME, TABLES, MetaError, file_digest, parse_meta
@@ -428,6 +428,13 @@ class DownloadSOT(IngestionTask):
             raise self.bad_input(exc.filename, exc.reason) from None
         except NoSpace as exc:
             raise DownloadFailed(f"{self.network} {self.date} download to {self.settings.download_dir}: {exc}") from None
+        except OSError as exc:
+            if not disk.is_full(exc):
+                raise
+            free = shutil.disk_usage(self.settings.download_dir).free
+            raise DownloadFailed(f"{self.network} {self.date} download to {self.settings.download_dir}: no space left"
+                                 f" while writing {os.path.basename(exc.filename or '') or 'a file'}"
+                                 f" ({free / 1e6:,.0f} MB free)") from None
         except SourceUnavailable as exc:
             raise DownloadFailed(f"{self.network} {self.date} download: {exc}") from None
         finally:

@@ -20,6 +20,7 @@ def open_source(settings):
         from .sot_clickhouse import ClickHouseSnapshotSource
         return ClickHouseSnapshotSource(settings)
     source = _file_store(settings.sot_url, settings)
+    source.room = settings.download_dir
     source.labels = _file_store(settings.sot_labels_url or beside(settings.sot_url, LABELS_FOLDER), settings)
     return source
 

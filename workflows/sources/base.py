@@ -4,10 +4,10 @@ hashed as its bytes arrive), and the failures it reports."""
 import hashlib
 import logging
 import os
-import shutil
 import time
 from abc import ABC, abstractmethod
 
+from .. import disk
 from ..meta import META_FILENAME, MetaError, labels_filename, parse_meta
 
 logger = logging.getLogger("workflows.sources")
@@ -71,6 +71,7 @@ class FileSnapshotSource(SnapshotSource):
     """A store that holds the snapshot's files (a folder, an S3 prefix)."""
 
     labels = None  # the store of the producer's per-network labels files
+    room = None  # the download folder, whose downloads under way reserve their room (workflows.disk)
 
     def fetch(self, network, date, window_days, destination, progress=None):
         """Copies META.json, then the files it lists, into the existing
@@ -100,23 +101,32 @@ class FileSnapshotSource(SnapshotSource):
             if sizes[name] is None:
                 raise NotPublished(f"not published yet: {name}, listed in {META_FILENAME}, is not at"
                                    f" {store.describe(folder).rstrip('/')}/{key} yet")
+        try:
+            with disk.reserved(self.room or destination, space_needed(sum(sizes.values()))):
+                return self.copy(entries, where, sizes, destination, progress)
+        except disk.NotEnoughSpace as exc:
+            raise NoSpace(str(exc)) from None
+
+    def copy(self, entries, where, sizes, destination, progress):
+        """The files into `destination`, each hashed as it arrives."""
         total = sum(sizes.values())
-        free = shutil.disk_usage(destination).free
-        if free < space_needed(total):
-            raise NoSpace(f"{free / 1e6:,.0f} MB free, the snapshot needs {space_needed(total) / 1e6:,.0f} MB"
-                          " with its margin")
         arrived, copied = {}, 0
         for entry in entries:
             store, folder, key = where[entry.filename]
             size, digest, done = sizes[entry.filename], hashlib.new(entry.algorithm), 0
-            with create_private_file(destination, entry.filename) as out:
-                for chunk in store.resumed(folder, key):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(f"{entry.filename}: {done / 1e6:,.0f} / {size / 1e6:,.0f} MB",
-                                 100 * (copied + done) / max(total, 1))
+            try:
+                with create_private_file(destination, entry.filename) as out:
+                    for chunk in store.resumed(folder, key):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(f"{entry.filename}: {done / 1e6:,.0f} / {size / 1e6:,.0f} MB",
+                                     100 * (copied + done) / max(total, 1))
+            except OSError as exc:  # a write names no file: the message should
+                if disk.is_full(exc) and exc.filename is None:
+                    raise OSError(exc.errno, exc.strerror, entry.filename) from None
+                raise
             copied += done
             arrived[entry.filename] = f"{entry.algorithm}:{digest.hexdigest()}"
         return arrived
