@@ -1,10 +1,10 @@
-# make demo | make test | make bench: each sets up what is missing first.
+# make demo | make test | make bench | make soak: each sets up what is missing first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):/usr/sbin:$(PATH)
 
-.PHONY: setup servers demo test bench clean
+.PHONY: setup servers demo test bench soak clean
 
 setup: $(VENV)/.installed servers
 
@@ -25,6 +25,10 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m bench.run
+
+# RunDaily through luigid SIGKILLed at random 20 times (SOAK_RUNS), then one clean rerun: exact rows, no staging table
+soak: setup
+	$(BIN)/python -m devkit.soak
 
 clean:
 	-$(BIN)/python -m workflows.demo --stop

@@ -229,6 +229,22 @@ def test_a_backfill_over_unpublished_days_ends_with_one_line_per_missing_day(pip
     assert all(pipeline.counts(date=published).values())
 
 
+@pytest.mark.parametrize("command", ["status", "reset"])
+def test_status_and_reset_work_with_redis_full(pipeline, command):
+    """Reads and deletes are what Redis still allows when it is full (maxmemory, noeviction)."""
+    pipeline.publish()
+    assert pipeline.run()
+    pipeline.redis.config_set("maxmemory-policy", "noeviction")
+    pipeline.redis.config_set("maxmemory", 1)
+    try:
+        result = cli_command(pipeline, command, "--date", DATE.isoformat(), "--network", "ethereum")
+    finally:
+        pipeline.redis.config_set("maxmemory", 0)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert ("removed " if command == "reset" else "ethereum  2024-10-30") in result.stdout
+
+
 def cli_command(pipeline, *args, **env):
     return subprocess.run([sys.executable, "-m", "workflows", *args], cwd=REPO,
                           env={**os.environ, **pipeline.env, **env}, capture_output=True, text=True, timeout=120)

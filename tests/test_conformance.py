@@ -102,7 +102,7 @@ def scenario(engine, tmp_path):
     with clickhouse.dropped_after(engine, database, claimed):
         loader.swap_in(engine, database, alerts, claimed, DATE, WINDOW, rows)
     seen["claimed"] = clickhouse.staging_owner(claimed) == leases.owner()
-    seen["left over"] = len(clickhouse.drop_staged(engine, database, DATE, WINDOW, download))
+    seen["left over"] = len(clickhouse.drop_staged(engine, database, DATE, WINDOW))
     seen["swapped in"] = clickhouse.count_rows(engine, database, "raw_alerts", DATE, WINDOW)
 
     empty_today = zero_row_file(tmp_path, "raw_clusters", DATE)

@@ -12,9 +12,11 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from conftest import DATE, REPO, luigid_tasks
+from conftest import DATE, REPO, WINDOW, luigid_tasks
 
+from workflows import scheduler
 from workflows.meta import TABLES
+from workflows.tasks import day_tasks
 
 
 @pytest.fixture
@@ -155,6 +157,7 @@ def test_a_reset_starts_the_attempts_again_at_1(pipeline, luigid):
     day = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
 
     first = pipeline.run_cli(*day, INGESTION_RETRY_ATTEMPTS="2")
+    assert "; disabled in luigid (reset re-enables)" in status_of_the_day(pipeline)  # as luigid has it
     cli_reset = subprocess.run([sys.executable, "-m", "workflows", "reset", "--date", DATE.isoformat(), "--network",
                                 "ethereum"], cwd=REPO, env={**os.environ, **pipeline.env}, capture_output=True,
                                text=True)
@@ -162,9 +165,15 @@ def test_a_reset_starts_the_attempts_again_at_1(pipeline, luigid):
 
     assert first.returncode == again.returncode == 30 and cli_reset.returncode == 0, cli_reset.stderr
     assert attempts_said(first.stderr) == attempts_said(again.stderr) == ["1 of 2", "2 of 2"]
-    shown = subprocess.run([sys.executable, "-m", "workflows", "status", "--date", DATE.isoformat(), "--network",
-                            "ethereum"], cwd=REPO, env={**os.environ, **pipeline.env}, capture_output=True, text=True)
-    assert "failed: VerifyChecksums, attempt 2 of 2, gave up: " in shown.stdout  # the second round's
+    assert "failed: VerifyChecksums, attempt 2 of 2, gave up: " in status_of_the_day(pipeline)  # the second round's
+    scheduler.re_enable(day_tasks("ethereum", DATE, WINDOW), luigid)  # as luigid does after disable_persist
+    assert "disabled in luigid" not in status_of_the_day(pipeline)
+
+
+def status_of_the_day(pipeline):
+    return subprocess.run([sys.executable, "-m", "workflows", "status", "--date", DATE.isoformat(), "--network",
+                           "ethereum"], cwd=REPO, env={**os.environ, **pipeline.env}, capture_output=True,
+                          text=True, check=True).stdout
 
 
 def test_one_give_up_notice_when_redis_was_emptied_between_attempts(pipeline, luigid, webhook):

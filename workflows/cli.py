@@ -53,6 +53,7 @@ def status(dates, networks, window_days, out=None, settings=None):
     out = out or sys.stdout
     header = ["network", "date", "download", "validate", "checksums", *TABLES, "cleanup", "state"]
     rows = []
+    held_disabled = disabled_days(networks, dates, window_days)
     for network in networks:
         cleanups = [Cleanup(network, date, window_days) for date in dates]
         states = Cleanup.day_states(cleanups, read_only=True)
@@ -69,6 +70,8 @@ def status(dates, networks, window_days, out=None, settings=None):
             done = Cleanup.is_done(loaded, marked)
             cells.append("done" if marked else "-")
             state = "done" if done else describe_failure(json.loads(failure)) if failure else "-"
+            if (network, date) in held_disabled:
+                state += "; disabled in luigid (reset re-enables)"
             cells.append(state + ("; labels republished since the export" if labels else ""))
             rows.append(cells)
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header) - 1)]
@@ -80,6 +83,16 @@ def status(dates, networks, window_days, out=None, settings=None):
         for line in replica_states(settings, dates, networks, window_days):
             out.write(line + "\n")
     out.write("\n" + STATUS_LEGEND + "\n")
+
+
+def disabled_days(networks, dates, window_days):
+    """(network, date) of the days of which luigid holds a task disabled, as
+    luigid says it, so status agrees with it; none when luigid does not answer."""
+    tasks = [task for network in networks for date in dates for task in day_tasks(network, date, window_days)]
+    try:
+        return {(task.network, task.date) for task in scheduler.disabled(tasks)}
+    except OSError:
+        return set()
 
 
 def replica_states(settings, dates, networks, window_days):

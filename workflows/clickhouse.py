@@ -148,7 +148,12 @@ def staging_name(table_name, date, window_days, download_id=None):
 
 def _owned_prefix(table_name, date, window_days, download_id=None):
     owner = f"d{download_id[:12]}" if download_id else leases.owner()
-    return f"{STAGING_PREFIX}{table_name}_{date:%Y%m%d}_{int(window_days)}_{HOST_TAG}_{owner}_"
+    return f"{_day_prefix(table_name, date, window_days)}{owner}_"
+
+
+def _day_prefix(table_name, date, window_days):
+    """Of the staging tables of one table's day on this host, whatever their owner."""
+    return f"{STAGING_PREFIX}{table_name}_{date:%Y%m%d}_{int(window_days)}_{HOST_TAG}_"
 
 
 def staging_owner(name):
@@ -224,11 +229,13 @@ def claim_staged(ch, database, table_name, date, window_days, download_id, rows)
     return None
 
 
-def drop_staged(ch, database, date, window_days, download_id):
-    """Drops what is left staged from `download_id` (a concurrent run's
-    stage that no load needed); returns the names."""
-    prefixes = tuple(_owned_prefix(t, date, window_days, download_id) for t in TABLES)
-    left = [name for name, _ in listed(ch, sql.staging_tables(database)) if name.startswith(prefixes)]
+def drop_staged(ch, database, date, window_days):
+    """Drops what is left staged of the day from any download (a concurrent
+    run's stage that no load needed, a stage whose run was killed before
+    its loads); returns the names."""
+    prefixes = tuple(_day_prefix(t, date, window_days) for t in TABLES)
+    left = [name for name, _ in listed(ch, sql.staging_tables(database))
+            if name.startswith(prefixes) and staging_owner(name).startswith("d")]
     for name in left:
         drop_table(ch, database, name)
     return left

@@ -685,9 +685,7 @@ class Cleanup(IngestionTask):
         return {date for date, state in Cleanup.day_states(cleanups).items() if Cleanup.is_done(*state)}
 
     def execute(self):
-        download = self.download_id()
-        if download:  # a concurrent run's stage that no load needed
-            clickhouse.drop_staged(self.clickhouse, self.database, self.date, self.window_days, download)
+        clickhouse.drop_staged(self.clickhouse, self.database, self.date, self.window_days)
         shutil.rmtree(self.download_dir, ignore_errors=True)
         self.output().touch()
         self.redis.delete(self.last_failure_key())
