@@ -18,7 +18,7 @@ servers:
 	scripts/install-servers.sh
 
 demo: setup
-	$(BIN)/python -m workflows.demo
+	$(BIN)/python -m devkit.demo
 
 test: setup
 	$(BIN)/python -m pytest
@@ -31,5 +31,5 @@ soak: setup
 	$(BIN)/python -m devkit.soak
 
 clean:
-	-$(BIN)/python -m workflows.demo --stop
+	-$(BIN)/python -m devkit.demo --stop
 	rm -rf $(VENV) .local *.egg-info

@@ -54,10 +54,10 @@ from clickhouse_driver import Client
 from devkit.producer import ProducerDay
 from workflows import clickhouse, loader, meta, sql
 from workflows.config import Settings
-from workflows.local_servers import LocalServers, free_port, s3_server
+from devkit.local_servers import LocalServers, free_port, s3_server
 from workflows.native import native_block
 from workflows.sources import open_source, snapshot_path
-from workflows.sample import ROW_GROUP_ROWS, make_snapshot, write_snapshot
+from devkit.sample import ROW_GROUP_ROWS, make_snapshot, write_snapshot
 from workflows.schema import TABLES as SCHEMAS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from workflows.meta import META_FILENAME, labels_filename
-from workflows.sample import make_snapshot
+from devkit.sample import make_snapshot
 
 FILES = {"raw_alerts": "alerts", "raw_features": "features", "raw_clusters": "clusters"}
 LABEL_COLUMNS = ("network", "network_type", "address", "label", "address_type", "address_subtype", "trust_level",

@@ -16,9 +16,9 @@ from hypothesis import settings as hypothesis_settings
 from redis import Redis
 
 from workflows import scheduler, tasks
-from workflows.local_servers import LocalServers, free_port, luigid_server
+from devkit.local_servers import LocalServers, free_port, luigid_server
 from workflows.meta import TABLES
-from workflows.sample import make_snapshot, write_snapshot
+from devkit.sample import make_snapshot, write_snapshot
 from workflows.schema import TABLES as SCHEMAS
 
 # CI (CI=true) tries the same examples every time, so a landing never waits on

@@ -8,7 +8,7 @@ import boto3
 from conftest import DATE, WINDOW
 from pyarrow import fs
 
-from workflows.local_servers import s3_server
+from devkit.local_servers import s3_server
 from workflows.meta import META_FILENAME
 
 BUCKET, PREFIX = "risk-scoring", "snapshots"

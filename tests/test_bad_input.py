@@ -11,7 +11,7 @@ import pytest
 from conftest import DATE, FEATURE_ROWS, WINDOW
 
 from workflows.meta import TABLES, file_digest
-from workflows.sample import default_sizes, make_snapshot
+from devkit.sample import default_sizes, make_snapshot
 
 OTHER_DATE = DATE - dt.timedelta(days=1)
 

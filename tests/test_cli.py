@@ -11,7 +11,7 @@ import pytest
 from conftest import DATE, REPO
 
 from workflows import cli
-from workflows.local_servers import free_port
+from devkit.local_servers import free_port
 from workflows.meta import TABLES
 
 

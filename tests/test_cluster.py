@@ -15,7 +15,7 @@ from clickhouse_driver import Client
 from conftest import DATE, REPO, WINDOW, expected_rows, luigid_tasks
 
 from workflows import cli
-from workflows.local_servers import clickhouse_server, free_port, zookeeper_server
+from devkit.local_servers import clickhouse_server, free_port, zookeeper_server
 from workflows.meta import TABLES
 from workflows.schema import TABLES as SCHEMAS
 

@@ -18,10 +18,11 @@ from clickhouse_driver import Client
 
 from targets import ClickHouseMarkerTarget
 from targets.clickhouse_marker import loaded_days
-from workflows import clickhouse, leases, loader, sample, sql
+from devkit import sample
+from devkit.sample import make_snapshot, write_snapshot
+from workflows import clickhouse, leases, loader, sql
 from workflows.migrate import migrate
 from workflows.sources import sot_clickhouse
-from workflows.sample import make_snapshot, write_snapshot
 from workflows.schema import MARKER_COLUMNS, MARKER_COLUMNS_ADDED, TABLES
 
 from engines import Engine26, Server1816

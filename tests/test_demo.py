@@ -1,4 +1,4 @@
-"""`make demo` (python -m workflows.demo) on a machine where another process
+"""`make demo` (python -m devkit.demo) on a machine where another process
 holds one of its usual ports: it reports its own servers' data, never the
 other process's, and --stop stops only its own servers."""
 import os
@@ -8,8 +8,8 @@ import sys
 
 from conftest import REPO
 
-from workflows.demo import USUAL_PORTS
-from workflows.local_servers import port_free
+from devkit.demo import USUAL_PORTS
+from devkit.local_servers import port_free
 
 
 def test_a_demo_whose_port_is_taken_runs_on_its_own_servers_and_stops_only_them(tmp_path):
@@ -20,7 +20,7 @@ def test_a_demo_whose_port_is_taken_runs_on_its_own_servers_and_stops_only_them(
         squatter.bind(("127.0.0.1", taken))
         squatter.listen()
     env = dict(os.environ, DEMO_DIR=str(tmp_path / "local"), INGESTION_NETWORKS="ethereum")
-    demo = [sys.executable, "-m", "workflows.demo"]
+    demo = [sys.executable, "-m", "devkit.demo"]
     try:
         run = subprocess.run(demo, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         stopped = subprocess.run(demo + ["--stop"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)

@@ -380,7 +380,8 @@ def test_dockerignore_keeps_what_the_build_needs_and_drops_local_state():
     assert "workflows/__init__.py" in needed
     for path in needed:
         assert not ignore.excluded(path), f".dockerignore drops {path}, which the image needs"
-    for path in (".env", ".venv/bin/python", ".git/HEAD", ".local/demo.env", "workflows/__pycache__/x.pyc"):
+    for path in (".env", ".venv/bin/python", ".git/HEAD", ".local/demo.env", "workflows/__pycache__/x.pyc",
+                 "devkit/demo.py", "devkit/local_servers.py", "bench/run.py", "tests/conftest.py"):
         assert ignore.excluded(path), f".dockerignore should drop {path}"
     assert not ignore.excluded("workflows/sources/base.py")
 

@@ -15,10 +15,10 @@ from clickhouse_driver import Client
 from conftest import DATE, REPO, WINDOW, luigid_tasks
 
 from workflows import cli, disk
-from workflows.local_servers import clickhouse_server, free_port, redis_server
+from devkit.local_servers import clickhouse_server, free_port, redis_server
 from workflows.meta import TABLES
 from workflows.sources.base import space_needed
-from workflows.sample import make_snapshot
+from devkit.sample import make_snapshot
 from workflows.tasks import marker_key
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")

@@ -8,7 +8,7 @@ import urllib.request
 from conftest import DATE, REPO, luigid_tasks
 
 from workflows.config import DEFAULTS, LUIGI_FROM_ENVIRONMENT
-from workflows.local_servers import Server, free_port, luigid_server
+from devkit.local_servers import Server, free_port, luigid_server
 from workflows.meta import TABLES
 
 

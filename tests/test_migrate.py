@@ -10,7 +10,7 @@ from conftest import DATE, REPO, WINDOW
 from original_ddl import create_original
 
 from workflows.meta import TABLES
-from workflows.sample import make_snapshot
+from devkit.sample import make_snapshot
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler")
 OLD_DAYS = (dt.date(2024, 9, 30), dt.date(2024, 10, 1))  # loaded by the old system, across a month boundary

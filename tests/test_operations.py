@@ -12,7 +12,7 @@ from clickhouse_driver import Client
 
 from workflows import cli, clickhouse, sql
 from workflows.meta import TABLES
-from workflows.sample import make_snapshot
+from devkit.sample import make_snapshot
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
 

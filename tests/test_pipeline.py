@@ -14,7 +14,7 @@ from conftest import DATE, WINDOW, expected_rows
 from targets import ClickHouseMarkerTarget
 from workflows import cli, tasks
 from workflows.meta import TABLES
-from workflows.sample import make_snapshot
+from devkit.sample import make_snapshot
 
 
 def test_two_networks_load_row_by_row(pipeline):

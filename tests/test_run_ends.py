@@ -8,7 +8,7 @@ import time
 import pytest
 from conftest import DATE, WINDOW
 
-from workflows.local_servers import free_port
+from devkit.local_servers import free_port
 from workflows.meta import TABLES
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")

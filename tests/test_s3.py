@@ -12,7 +12,7 @@ import pytest
 from conftest import DATE, WINDOW, luigid_tasks
 from s3store import BUCKET, PREFIX, S3Store
 
-from workflows.local_servers import free_port
+from devkit.local_servers import free_port
 from workflows.meta import META_FILENAME, TABLES
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler")

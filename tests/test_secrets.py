@@ -13,7 +13,7 @@ from clickhouse_driver import Client
 from conftest import DATE, REPO, WEBHOOK_TOKEN, luigid_tasks
 
 from workflows import scheduler
-from workflows.local_servers import clickhouse_server, free_port, redis_server
+from devkit.local_servers import clickhouse_server, free_port, redis_server
 from workflows.meta import TABLES
 
 REDIS_PASSWORD, CLICKHOUSE_PASSWORD = "redis-secret-pw", "clickhouse-secret-pw"

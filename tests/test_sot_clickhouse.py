@@ -16,9 +16,9 @@ from clickhouse_driver import Client
 from conftest import DATE, REPO, WINDOW, expected_rows
 from s3store import BUCKET, PREFIX
 
-from workflows.local_servers import clickhouse_server, free_port
+from devkit.local_servers import clickhouse_server, free_port
 from workflows.meta import META_FILENAME, TABLES
-from workflows.sample import SUPERSEDED_COLUMNS, SUPERSEDED_ROWS, create_sot_tables, fill_sot_database, make_snapshot
+from devkit.sample import SUPERSEDED_COLUMNS, SUPERSEDED_ROWS, create_sot_tables, fill_sot_database, make_snapshot
 from workflows.schema import TABLES as SCHEMAS
 from workflows.sources.sot_clickhouse import SOT_TABLES
 from workflows.sources.sot_http import HttpClickHouse, HttpServerError

@@ -10,9 +10,9 @@ from clickhouse_driver import Client
 from conftest import DATE, REPO, WINDOW
 
 from workflows.config import Settings
-from workflows.local_servers import clickhouse_server, free_port, redis_server
+from devkit.local_servers import clickhouse_server, free_port, redis_server
 from workflows.meta import TABLES
-from workflows.sample import fill_sot_database, make_snapshot
+from devkit.sample import fill_sot_database, make_snapshot
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler")
 

@@ -344,7 +344,7 @@ def test_a_date_beyond_pythons_range_is_named_not_a_crash(tmp_path):
     import pyarrow.parquet as pq
 
     from workflows.loader import FileMismatch, check_parquet
-    from workflows.sample import make_snapshot
+    from devkit.sample import make_snapshot
 
     day = dt.date(2024, 10, 30)
     table = make_snapshot("ethereum", day, 195, 100)["raw_address_labels"]

@@ -6,8 +6,8 @@ its HTTP port by `python -m workflows publish` in the producer's layout
 through luigid, and a summary. Safe to run again: running servers and
 published snapshots are reused, and a day already loaded is not loaded twice.
 
-`python -m workflows.demo --date 2024-10-30` does the same for another day;
-`python -m workflows.demo --stop` stops the servers."""
+`python -m devkit.demo --date 2024-10-30` does the same for another day;
+`python -m devkit.demo --stop` stops the servers."""
 import argparse
 import datetime as dt
 import json
@@ -16,15 +16,15 @@ import subprocess
 import sys
 import time
 
-from .clickhouse import count_rows
-from .config import Settings
-from .local_servers import LocalServers, free_port, port_free
-from .meta import META_FILENAME, TABLES
-from .publish import publish
-from .resources import clickhouse_client
-from .sample import fill_sot_database, make_snapshot
-from .sources import snapshot_path
-from .tasks import yesterday
+from workflows.clickhouse import count_rows
+from workflows.config import Settings
+from devkit.local_servers import LocalServers, free_port, port_free
+from workflows.meta import META_FILENAME, TABLES
+from workflows.publish import publish
+from workflows.resources import clickhouse_client
+from devkit.sample import fill_sot_database, make_snapshot
+from workflows.sources import snapshot_path
+from workflows.tasks import yesterday
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL = os.environ.get("DEMO_DIR") or os.path.join(REPO, ".local")  # DEMO_DIR: for the demo's own test
@@ -116,7 +116,7 @@ def main(argv=None):
         print(f"{network:<12}" + "".join(f"{c:>20,}" for c in counts))
     print(f"\nvisualiser: {local.visualiser_url}")
     print(f"environment of this demo: {os.path.join(LOCAL, 'demo.env')}; stop the servers: "
-          f"{sys.executable} -m workflows.demo --stop")
+          f"cd {REPO} && {sys.executable} -m devkit.demo --stop")
     return run.returncode
 
 

@@ -11,12 +11,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import clickhouse
-from .meta import META_FILENAME, TABLES, file_digest
-from .native import arrow_type, conform, encode
-from .schema import TABLES as SCHEMAS
-from .schema import Column, quote_identifier
-from .sources.sot_clickhouse import LABELS_TABLE, SOT_TABLES
+from workflows import clickhouse
+from workflows.meta import META_FILENAME, TABLES, file_digest
+from workflows.native import arrow_type, conform, encode
+from workflows.schema import TABLES as SCHEMAS
+from workflows.schema import Column, quote_identifier
+from workflows.sources.sot_clickhouse import LABELS_TABLE, SOT_TABLES
 
 TYPOLOGIES = ["layering", "peel_chain", "mixer_interaction", "sanctioned_counterparty", "rapid_movement", "fan_out"]
 SEVERITIES = ["low", "medium", "high", "critical"]

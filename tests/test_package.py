@@ -1,0 +1,20 @@
+"""The wheel carries what runs in production, and nothing of the demo, the
+sample data or the local servers (devkit/)."""
+import subprocess
+import sys
+import zipfile
+
+from conftest import REPO
+
+
+def test_the_wheel_holds_the_product_and_no_dev_kit(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--wheel-dir", str(tmp_path), REPO], check=True, capture_output=True, timeout=300)
+    [wheel] = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    code = {name for name in names if ".dist-info/" not in name}
+
+    assert {"workflows/luigi.cfg", "workflows/tasks.py", "workflows/sources/s3.py", "targets/redis_marker.py"} <= code
+    assert {name.split("/")[0] for name in code} == {"workflows", "targets"}
+    for name in code:
+        assert not any(part in name for part in ("demo", "sample", "local_servers", "devkit", "bench", "tests")), name
