@@ -1,10 +1,10 @@
-# make demo | make test | make bench | make soak: each sets up what is missing first.
+# make demo | make test | make check | make bench | make soak: each sets up what is missing first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):/usr/sbin:$(PATH)
 
-.PHONY: setup servers demo test bench soak clean
+.PHONY: setup servers demo test check bench soak clean
 
 setup: $(VENV)/.installed servers
 
@@ -21,7 +21,13 @@ demo: setup
 	$(BIN)/python -m devkit.demo
 
 test: setup
+	$(BIN)/ruff check workflows targets devkit tests bench scripts
 	$(BIN)/python -m pytest
+
+# lint and the unit layer (no server), in well under a minute
+check: $(VENV)/.installed
+	$(BIN)/ruff check workflows targets devkit tests bench scripts
+	$(BIN)/python -m pytest -q -m "not servers"
 
 bench: setup
 	$(BIN)/python -m bench.run

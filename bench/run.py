@@ -51,14 +51,14 @@ import pyarrow.parquet as pq
 import redis
 from clickhouse_driver import Client
 
+from devkit.local_servers import LocalServers, free_port, s3_server
 from devkit.producer import ProducerDay
+from devkit.sample import ROW_GROUP_ROWS, make_snapshot, write_snapshot
 from workflows import clickhouse, loader, meta, sql
 from workflows.config import Settings
-from devkit.local_servers import LocalServers, free_port, s3_server
 from workflows.native import native_block
-from workflows.sources import open_source, snapshot_path
-from devkit.sample import ROW_GROUP_ROWS, make_snapshot, write_snapshot
 from workflows.schema import TABLES as SCHEMAS
+from workflows.sources import open_source, snapshot_path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
@@ -247,7 +247,8 @@ def measure_load(ch, port, paths):
     for table in TABLES:
         loaded = clickhouse.count_rows(ch, DATABASE, table, DATE, WINDOW)
         if loaded != result["tables"][table]["rows"]:
-            raise RuntimeError(f"{table}: load_parquet returned {result['tables'][table]['rows']} rows, table has {loaded}")
+            raise RuntimeError(f"{table}: load_parquet returned {result['tables'][table]['rows']} rows,"
+                               f" table has {loaded}")
     return result
 
 
@@ -586,14 +587,16 @@ def report(results):
     for table, f in results["tables"].items():
         p(f"{table:<20} {f['rows']:>10,} {f['parquet_mb']:>10.1f} {f['native_mb']:>10.1f} {f['load_seconds']:>8.2f} "
           f"{f['rows_per_second']:>10,.0f} {f['parquet_mb_per_second']:>7.1f} {f['native_mb_per_second']:>11.1f} "
-          f"{f['clickhouse_client_seconds']:>11.2f} {f['ratio']:>5.2f}x {f['clickhouse_client_key_order_seconds']:>12.2f}")
+          f"{f['clickhouse_client_seconds']:>11.2f} {f['ratio']:>5.2f}x"
+          f" {f['clickhouse_client_key_order_seconds']:>12.2f}")
     p(f"  MB/s = Parquet MB on disk / load s; native MB = the Native file's size (uncompressed column data); "
       f"clickhouse-client start-up alone: {results['client_startup_seconds']:.2f} s")
     p("  ch-client s: the file's rows in its order, as the load sends them; key-sorted s: the same rows sorted by"
       " the table's key, as the server exports them (it then skips its own sort)")
     p("")
     p("(c) checksum, sha256, page cache warm, best of 3")
-    underlined(p, f"{'file':<28} {'MB':>8} {'file_digest s':>13} {'MB/s':>7} {'sha256sum s':>11} {'MB/s':>7} {'ratio':>6}")
+    underlined(p, f"{'file':<28} {'MB':>8} {'file_digest s':>13} {'MB/s':>7} {'sha256sum s':>11} {'MB/s':>7}"
+                  f" {'ratio':>6}")
     for table, f in results["checksums"].items():
         name = table if table == "total" else f"{table}.parquet"
         p(f"{name:<28} {f['bytes'] / 1e6:>8.1f} {f['project_seconds']:>13.3f} {f['project_mb_per_second']:>7.0f} "
@@ -621,11 +624,13 @@ def report(results):
       f"   ratio {d['ratio']:.2f}x")
     s3 = results["s3_download"]
     p("")
-    p(f"(f) S3 download (moto on loopback) of the snapshot with a {s3['megabytes']:,.0f} MB total: {s3['seconds']:.1f} s"
+    p(f"(f) S3 download (moto on loopback) of the snapshot with a {s3['megabytes']:,.0f} MB total:"
+      f" {s3['seconds']:.1f} s"
       f" = {s3['mb_per_second']:.0f} MB/s; peak RSS of the downloading process {s3['peak_rss_mb']:.0f} MB"
       f" (before the download: {s3['baseline_rss_mb']:.0f} MB)")
     p("")
-    p("(h) bytes of column data on the wire per table, plain Native blocks and LZ4 (INGESTION_COMPRESSION), load on loopback")
+    p("(h) bytes of column data on the wire per table, plain Native blocks and LZ4 (INGESTION_COMPRESSION),"
+      " load on loopback")
     underlined(p, f"{'table':<20} {'Parquet MB':>10} {'plain MB':>9} {'plain s':>8} {'lz4 MB':>8} {'lz4 s':>7}"
                   f" {'lz4/plain':>9}")
     for table, w in results["wire"].items():

@@ -16,13 +16,13 @@ import subprocess
 import sys
 import time
 
+from devkit.local_servers import LocalServers, free_port, port_free
+from devkit.sample import fill_sot_database, make_snapshot
 from workflows.clickhouse import count_rows
 from workflows.config import Settings
-from devkit.local_servers import LocalServers, free_port, port_free
 from workflows.meta import META_FILENAME, TABLES
 from workflows.publish import publish
 from workflows.resources import clickhouse_client
-from devkit.sample import fill_sot_database, make_snapshot
 from workflows.sources import snapshot_path
 from workflows.tasks import yesterday
 

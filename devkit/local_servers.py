@@ -243,7 +243,8 @@ def s3_server(root, port, recording=None):
     env = dict(os.environ, **({"MOTO_RECORDER_FILEPATH": recording} if recording else {}))
     return Server("moto", root, [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",
                                  "-p", str(port)],
-                  lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/data.json", timeout=1).status == 200,
+                  lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/data.json",
+                                                 timeout=1).status == 200,
                   env=env)
 
 

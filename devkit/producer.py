@@ -12,8 +12,8 @@ import os
 import pandas as pd
 import pyarrow as pa
 
-from workflows.meta import META_FILENAME, labels_filename
 from devkit.sample import make_snapshot
+from workflows.meta import META_FILENAME, labels_filename
 
 FILES = {"raw_alerts": "alerts", "raw_features": "features", "raw_clusters": "clusters"}
 LABEL_COLUMNS = ("network", "network_type", "address", "label", "address_type", "address_subtype", "trust_level",

@@ -18,10 +18,10 @@ import time
 from clickhouse_driver import Client
 from redis import Redis
 
-from devkit.local_servers import LocalServers  # first: targets imports workflows.sql, which imports workflows
-from targets.clickhouse_marker import loaded_days  # noqa: I001
-from workflows.meta import TABLES
+from devkit.local_servers import LocalServers
 from devkit.sample import make_snapshot, write_snapshot
+from workflows.meta import TABLES
+from workflows.status import loaded_days
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETWORKS = ("ethereum", "bitcoin")

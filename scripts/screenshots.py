@@ -24,9 +24,9 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from workflows import scheduler  # noqa: E402
 from devkit.local_servers import LocalServers, free_port  # noqa: E402
 from devkit.sample import make_snapshot, write_snapshot  # noqa: E402
+from workflows import scheduler  # noqa: E402
 
 IMAGES = os.path.join(REPO, "docs", "images")
 DAY, BAD_DAY, WINDOW = dt.date(2024, 10, 30), dt.date(2024, 10, 29), 195

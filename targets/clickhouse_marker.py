@@ -1,32 +1,43 @@
 """A row in the network database's `ingestion_markers` table saying that one
-table's (processing_date, window_days) slice is loaded, with its row count.
+table's (processing_date, window_days) slice is loaded, with its row count,
+after luigi.contrib.postgres's marker table.
 
 Markers are appended, never updated: touch() adds a row with loaded=1,
 remove() one with loaded=0, and the row with the highest version wins. The
 server numbers the versions of a key one after another, so the order of
-writes decides, not the clocks of the hosts that wrote them."""
+writes decides, not the clocks of the hosts that wrote them. A marker counts
+only while the table's day holds the rows it counted: a server that crashed
+after a swap can bring replaced parts back, and the next run then loads the
+day again."""
 import luigi
 
-from workflows import sql
+MARKER_TABLE = "ingestion_markers"
+# One row per load and per reset of a (network, date, window_days, table):
+# the latest row by `version` says whether the table's slice is loaded.
+# Rows are only ever appended, so setting and clearing a marker is
+# synchronous on every server version (ALTER ... DELETE is an asynchronous
+# mutation).
+MARKER_COLUMNS = (
+    ("network", "String"),
+    ("processing_date", "Date"),
+    ("window_days", "UInt16"),
+    ("table_name", "String"),
+    ("loaded", "UInt8"),
+    ("rows", "UInt64"),
+    ("updated_at", "DateTime"),
+    ("version", "UInt64"),
+    # the load's column accounting: the file's columns the table lacks, and
+    # the table's columns the file lacked, which took their DEFAULT
+    ("ignored_columns", "Array(String)"),
+    ("defaulted_columns", "Array(String)"),
+)
+MARKER_COLUMNS_ADDED = MARKER_COLUMNS[-2:]  # after the first release: added to marker tables made before
+_KEY = ("network = %(network)s AND processing_date = %(date)s AND window_days = %(window_days)s"
+        " AND table_name = %(table_name)s")
 
 
-def loaded_days(client, database, network, dates, window_days, tables=None):
-    """{date: {table_name: rows}} of the tables (all, or those in `tables`)
-    whose marker is set and whose day holds the rows the marker counted: a
-    day whose rows changed since (a server that crashed after a swap can
-    bring replaced parts back) counts as not loaded, so the next run loads it
-    again. One query for the markers and one per table marked."""
-    marked = {}
-    for date, table_name, rows in client.execute(*sql.loaded_days(database, network, dates, window_days)):
-        if tables is None or table_name in tables:
-            marked.setdefault(table_name, {})[date] = rows
-    days = {}
-    for table_name, rows_by_date in marked.items():
-        held = dict(client.execute(*sql.day_counts(database, table_name, list(rows_by_date), window_days)))
-        for date, rows in rows_by_date.items():
-            if held.get(date, 0) == rows:
-                days.setdefault(date, {})[table_name] = rows
-    return days
+def _quoted(name):
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 class ClickHouseMarkerTarget(luigi.Target):
@@ -35,11 +46,23 @@ class ClickHouseMarkerTarget(luigi.Target):
         self.database = database
         self.network, self.date, self.window_days, self.table_name = network, date, int(window_days), table_name
 
+    @property
+    def _key(self):
+        return {"network": self.network, "date": self.date, "window_days": self.window_days,
+                "table_name": self.table_name}
+
     def loaded_rows(self):
-        """Rows loaded, or None when the marker is absent."""
-        days = loaded_days(self.client, self.database, self.network, [self.date], self.window_days,
-                           tables=[self.table_name])
-        return days.get(self.date, {}).get(self.table_name)
+        """Rows loaded, or None when the marker is absent or its table's day no longer holds them."""
+        marker = self.client.execute(
+            f"SELECT argMax(loaded, version), argMax(rows, version)"
+            f" FROM {_quoted(self.database)}.{_quoted(MARKER_TABLE)} WHERE {_KEY} HAVING count() > 0", self._key)
+        if not marker or not marker[0][0]:
+            return None
+        rows = marker[0][1]
+        [(held,)] = self.client.execute(
+            f"SELECT count() FROM {_quoted(self.database)}.{_quoted(self.table_name)}"
+            " WHERE processing_date = %(date)s AND window_days = %(window_days)s", self._key)
+        return rows if held == rows else None
 
     def exists(self):
         return self.loaded_rows() is not None
@@ -55,9 +78,15 @@ class ClickHouseMarkerTarget(luigi.Target):
         return existed
 
     def _append(self, loaded, rows, accounting=((), ())):
-        key = {"network": self.network, "date": self.date, "window_days": self.window_days,
-               "table_name": self.table_name}
-        self.client.execute(*sql.append_marker(self.database, key, loaded, rows, accounting))
+        """A row whose version is one above the key's latest, computed by the server."""
+        ignored, defaulted = accounting
+        table = f"{_quoted(self.database)}.{_quoted(MARKER_TABLE)}"
+        self.client.execute(
+            f"INSERT INTO {table} ({', '.join(name for name, _ in MARKER_COLUMNS)})"
+            " SELECT %(network)s, toDate(%(date)s), toUInt16(%(window_days)s), %(table_name)s, toUInt8(%(loaded)s),"
+            " toUInt64(%(rows)s), now(), max(version) + 1, CAST(%(ignored)s AS Array(String)),"
+            f" CAST(%(defaulted)s AS Array(String)) FROM {table} WHERE {_KEY}",
+            dict(self._key, loaded=int(loaded), rows=int(rows), ignored=list(ignored), defaulted=list(defaulted)))
 
     def __repr__(self):
         return (f"ClickHouseMarkerTarget({self.database}.{self.table_name} {self.network}"

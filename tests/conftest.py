@@ -15,10 +15,10 @@ from clickhouse_driver import Client
 from hypothesis import settings as hypothesis_settings
 from redis import Redis
 
-from workflows import scheduler, tasks
 from devkit.local_servers import LocalServers, free_port, luigid_server
-from workflows.meta import TABLES
 from devkit.sample import make_snapshot, write_snapshot
+from workflows import scheduler, tasks
+from workflows.meta import TABLES
 from workflows.schema import TABLES as SCHEMAS
 
 # CI (CI=true) tries the same examples every time, so a landing never waits on
@@ -32,6 +32,18 @@ DATE = dt.date(2024, 10, 30)
 WINDOW = 195
 FEATURE_ROWS = 500
 WEBHOOK_TOKEN = "webhook-secret-tok"
+
+
+SERVER_FIXTURES = {"servers", "pipeline", "engine", "engine26", "server1816", "s3_store", "namespaces"}
+
+
+def pytest_collection_modifyitems(items):
+    """`servers` on every test that starts or uses a server (Redis, ClickHouse,
+    luigid, S3, a subprocess of the pipeline), so that `pytest -m "not servers"`
+    runs the unit layer alone. The 26.x engine (chdb) is in-process but heavy."""
+    for item in items:
+        if SERVER_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.servers)
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,12 @@ import os
 import urllib.request
 
 import boto3
-from conftest import DATE, WINDOW
 from pyarrow import fs
 
 from devkit.local_servers import s3_server
 from workflows.meta import META_FILENAME
+
+from conftest import DATE, WINDOW
 
 BUCKET, PREFIX = "risk-scoring", "snapshots"
 

@@ -8,10 +8,11 @@ import os
 import luigi
 import pyarrow as pa
 import pytest
-from conftest import DATE, FEATURE_ROWS, WINDOW
 
-from workflows.meta import TABLES, file_digest
 from devkit.sample import default_sizes, make_snapshot
+from workflows.meta import TABLES, file_digest
+
+from conftest import DATE, FEATURE_ROWS, WINDOW
 
 OTHER_DATE = DATE - dt.timedelta(days=1)
 
@@ -163,8 +164,10 @@ def listed_file_is_a_fifo(p):
     return "raw_clusters.parquet", "is not a regular file"
 
 
-CASES = [meta_not_json, meta_nested_too_deeply, listed_file_is_a_symlink, listed_file_is_a_fifo, meta_without_a_table, meta_bad_checksum_form, meta_path_as_file_name,
-         checksum_mismatch, corrupt_parquet, missing_column_without_default, column_renamed_upstream, time_out_of_range, date_out_of_range, duplicate_column_names,
+CASES = [meta_not_json, meta_nested_too_deeply, listed_file_is_a_symlink, listed_file_is_a_fifo, meta_without_a_table,
+         meta_bad_checksum_form, meta_path_as_file_name, checksum_mismatch, corrupt_parquet,
+         missing_column_without_default, column_renamed_upstream, time_out_of_range, date_out_of_range,
+         duplicate_column_names,
          value_out_of_range, null_in_non_nullable_column, rows_of_another_date, rows_of_another_network]
 
 

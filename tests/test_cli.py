@@ -8,11 +8,12 @@ import sys
 import time
 
 import pytest
-from conftest import DATE, REPO
 
-from workflows import cli
 from devkit.local_servers import free_port
+from workflows import cli
 from workflows.meta import TABLES
+
+from conftest import DATE, REPO
 
 
 def loaded_versions(pipeline):

@@ -16,21 +16,23 @@ import pyarrow.parquet as pq
 import pytest
 from clickhouse_driver import Client
 
-from targets import ClickHouseMarkerTarget
-from targets.clickhouse_marker import loaded_days
 from devkit import sample
 from devkit.sample import make_snapshot, write_snapshot
+from targets import ClickHouseMarkerTarget
+from targets.clickhouse_marker import MARKER_COLUMNS, MARKER_COLUMNS_ADDED
 from workflows import clickhouse, leases, loader, sql
 from workflows.migrate import migrate
+from workflows.schema import TABLES
 from workflows.sources import sot_clickhouse
-from workflows.schema import MARKER_COLUMNS, MARKER_COLUMNS_ADDED, TABLES
+from workflows.status import loaded_days
 
 from engines import Engine26, Server1816
 from original_ddl import create_original
 
 DATE, OTHER_DATE, WINDOW, NETWORK = dt.date(2024, 10, 30), dt.date(2024, 10, 29), 195, "ethereum"
 # Decimal128(18) holds 38 digits; spelled out, since Python's arithmetic rounds to 28
-DECIMAL_MAX, DECIMAL_MIN = Decimal("99999999999999999999.999999999999999999"), Decimal("-99999999999999999999.999999999999999999")
+DECIMAL_MAX = Decimal("99999999999999999999.999999999999999999")
+DECIMAL_MIN = Decimal("-99999999999999999999.999999999999999999")
 TEXT = "Ωμέγα 中文 🙂 naïve"
 
 
@@ -125,14 +127,16 @@ def scenario(engine, tmp_path):
     seen["status"] = loaded_days(engine, database, NETWORK, [DATE, OTHER_DATE], WINDOW)
     seen["complete before"] = engine.execute(f"SELECT * FROM {database}.complete_days")
     for table in TABLES:
-        ClickHouseMarkerTarget(engine, database, NETWORK, DATE, WINDOW, table).touch(seen["other days untouched"][table])
+        day_marker = ClickHouseMarkerTarget(engine, database, NETWORK, DATE, WINDOW, table)
+        day_marker.touch(seen["other days untouched"][table])
     seen["complete after"] = engine.execute(f"SELECT * FROM {database}.complete_days")
     marker.remove()
     seen["marker removed"] = marker.exists()
     marker.touch(30)
     seen["marker set again"] = marker.loaded_rows()
     seen["versions"] = engine.execute(
-        f"SELECT max(version) FROM {database}.ingestion_markers WHERE table_name = 'raw_alerts'")  # merges drop older rows
+        # merges drop older rows
+        f"SELECT max(version) FROM {database}.ingestion_markers WHERE table_name = 'raw_alerts'")
 
     seen["migrated"] = migrated_original(engine, database, folder)
     seen["marker columns added"] = marker_columns_added(engine, database)

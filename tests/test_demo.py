@@ -6,10 +6,10 @@ import socket
 import subprocess
 import sys
 
-from conftest import REPO
-
 from devkit.demo import USUAL_PORTS
 from devkit.local_servers import port_free
+
+from conftest import REPO
 
 
 def test_a_demo_whose_port_is_taken_runs_on_its_own_servers_and_stops_only_them(tmp_path):

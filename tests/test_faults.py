@@ -12,14 +12,15 @@ import time
 import luigi
 import pytest
 from clickhouse_driver import Client
-from conftest import DATE, REPO, WINDOW, luigid_tasks
 
-from workflows import cli, disk
 from devkit.local_servers import clickhouse_server, free_port, redis_server
+from devkit.sample import make_snapshot
+from workflows import cli, disk
 from workflows.meta import TABLES
 from workflows.sources.base import space_needed
-from devkit.sample import make_snapshot
 from workflows.tasks import marker_key
+
+from conftest import DATE, REPO, WINDOW, luigid_tasks
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
 
@@ -272,7 +273,8 @@ def test_the_worker_sigkilled_mid_load_leaves_the_day_whole_and_a_rerun_loads_it
     run.communicate(timeout=60)
 
     assert pipeline.count("raw_features") == 0  # a new day: no half of it visible
-    assert pipeline.ch.execute("SELECT count() FROM system.tables WHERE startsWith(name, '_staging_raw_features')")[0][0]
+    assert pipeline.ch.execute(
+        "SELECT count() FROM system.tables WHERE startsWith(name, '_staging_raw_features')")[0][0]
     rerun = pipeline.run_cli(*RUN_DAILY, "--local-scheduler")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}

@@ -5,11 +5,11 @@ import sys
 import time
 import urllib.request
 
-from conftest import DATE, REPO, luigid_tasks
-
-from workflows.config import DEFAULTS, LUIGI_FROM_ENVIRONMENT
 from devkit.local_servers import Server, free_port, luigid_server
+from workflows.config import DEFAULTS, LUIGI_FROM_ENVIRONMENT
 from workflows.meta import TABLES
+
+from conftest import DATE, REPO, luigid_tasks
 
 
 def test_run_daily_through_luigid(pipeline, luigid):

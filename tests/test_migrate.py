@@ -6,11 +6,11 @@ import os
 import subprocess
 import sys
 
+from devkit.sample import make_snapshot
+from workflows.meta import TABLES
+
 from conftest import DATE, REPO, WINDOW
 from original_ddl import create_original
-
-from workflows.meta import TABLES
-from devkit.sample import make_snapshot
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler")
 OLD_DAYS = (dt.date(2024, 9, 30), dt.date(2024, 10, 1))  # loaded by the old system, across a month boundary

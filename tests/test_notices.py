@@ -12,11 +12,12 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from conftest import DATE, REPO, WINDOW, luigid_tasks
 
 from workflows import scheduler
 from workflows.meta import TABLES
 from workflows.tasks import day_tasks
+
+from conftest import DATE, REPO, WINDOW, luigid_tasks
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ import sys
 import threading
 import time
 
-from conftest import DATE, REPO, luigid_tasks
-
 from clickhouse_driver import Client
 
+from devkit.sample import make_snapshot
 from workflows import cli, clickhouse, sql
 from workflows.meta import TABLES
-from devkit.sample import make_snapshot
+
+from conftest import DATE, REPO, luigid_tasks
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
 

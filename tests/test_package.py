@@ -18,3 +18,11 @@ def test_the_wheel_holds_the_product_and_no_dev_kit(tmp_path):
     assert {name.split("/")[0] for name in code} == {"workflows", "targets"}
     for name in code:
         assert not any(part in name for part in ("demo", "sample", "local_servers", "devkit", "bench", "tests")), name
+
+
+def test_the_marker_targets_stand_alone():
+    """targets/ knows Redis and ClickHouse, not the product: importing it loads nothing of workflows."""
+    loaded = subprocess.run([sys.executable, "-c", "import sys, targets; print(sorted({m.split('.')[0] for m in"
+                             " sys.modules if m.startswith(('workflows', 'devkit'))}))"],
+                            cwd=REPO, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"

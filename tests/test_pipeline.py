@@ -9,12 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DATE, WINDOW, expected_rows
-
+from devkit.sample import make_snapshot
 from targets import ClickHouseMarkerTarget
 from workflows import cli, tasks
 from workflows.meta import TABLES
-from devkit.sample import make_snapshot
+
+from conftest import DATE, WINDOW, expected_rows
 
 
 def test_two_networks_load_row_by_row(pipeline):

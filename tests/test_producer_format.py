@@ -8,12 +8,13 @@ import shutil
 from decimal import Decimal
 
 import pytest
-from conftest import DATE, WINDOW
-from devkit.producer import ProducerDay, sha256
-from s3store import BUCKET
 
+from devkit.producer import ProducerDay, sha256
 from workflows import cli
 from workflows.meta import TABLES
+
+from conftest import DATE, WINDOW
+from s3store import BUCKET
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler")
 

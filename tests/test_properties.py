@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devkit.sample import make_snapshot
 from workflows.loader import FileMismatch, check_parquet
 from workflows.meta import PRODUCER_NAMES, PRODUCER_OPTIONAL, TABLES, MetaError, parse_meta
-from devkit.sample import make_snapshot
 from workflows.schema import TABLES as SCHEMAS
 
 DATE, WINDOW, NETWORK = dt.date(2024, 10, 30), 195, "ethereum"

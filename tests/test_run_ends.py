@@ -6,10 +6,11 @@ import subprocess
 import time
 
 import pytest
-from conftest import DATE, WINDOW
 
 from devkit.local_servers import free_port
 from workflows.meta import TABLES
+
+from conftest import DATE, WINDOW
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
 HANG_SECONDS = 60  # far beyond any of these runs: a run still going then is waiting forever

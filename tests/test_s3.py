@@ -9,11 +9,12 @@ import re
 import time
 
 import pytest
-from conftest import DATE, WINDOW, luigid_tasks
-from s3store import BUCKET, PREFIX, S3Store
 
 from devkit.local_servers import free_port
 from workflows.meta import META_FILENAME, TABLES
+
+from conftest import DATE, WINDOW, luigid_tasks
+from s3store import BUCKET, PREFIX, S3Store
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler")
 
@@ -138,7 +139,8 @@ def test_the_server_killed_in_a_large_download_and_restarted_the_download_resume
         pipeline.publish()
         with open(os.path.join(folder, "raw_features.parquet"), "wb") as stream:
             stream.write(big)  # the download does not look inside
-        meta = {"files": [{"filename": f"{t}.parquet", "checksum": "sha256:" + sha256(os.path.join(folder, f"{t}.parquet"))}
+        meta = {"files": [{"filename": f"{t}.parquet",
+                           "checksum": "sha256:" + sha256(os.path.join(folder, f"{t}.parquet"))}
                           for t in TABLES]}
         with open(os.path.join(folder, META_FILENAME), "w") as stream:
             json.dump(meta, stream)

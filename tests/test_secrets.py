@@ -10,11 +10,12 @@ import sys
 
 import pytest
 from clickhouse_driver import Client
-from conftest import DATE, REPO, WEBHOOK_TOKEN, luigid_tasks
 
-from workflows import scheduler
 from devkit.local_servers import clickhouse_server, free_port, redis_server
+from workflows import scheduler
 from workflows.meta import TABLES
+
+from conftest import DATE, REPO, WEBHOOK_TOKEN, luigid_tasks
 
 REDIS_PASSWORD, CLICKHOUSE_PASSWORD = "redis-secret-pw", "clickhouse-secret-pw"
 WRONG_PASSWORD = "wrong-secret-pw"

@@ -13,15 +13,16 @@ import sys
 
 import pytest
 from clickhouse_driver import Client
-from conftest import DATE, REPO, WINDOW, expected_rows
-from s3store import BUCKET, PREFIX
 
 from devkit.local_servers import clickhouse_server, free_port
-from workflows.meta import META_FILENAME, TABLES
 from devkit.sample import SUPERSEDED_COLUMNS, SUPERSEDED_ROWS, create_sot_tables, fill_sot_database, make_snapshot
+from workflows.meta import META_FILENAME, TABLES
 from workflows.schema import TABLES as SCHEMAS
 from workflows.sources.sot_clickhouse import SOT_TABLES
 from workflows.sources.sot_http import HttpClickHouse, HttpServerError
+
+from conftest import DATE, REPO, WINDOW, expected_rows
+from s3store import BUCKET, PREFIX
 
 SOT_DATABASE = "sot_ethereum"
 SOT_PASSWORD, WRONG_PASSWORD = "sot-secret-pw", "wrong-sot-pw"

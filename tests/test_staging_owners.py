@@ -8,10 +8,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DATE, REPO, WINDOW
 
 from workflows import clickhouse, leases
 from workflows.schema import TABLES
+
+from conftest import DATE, REPO, WINDOW
 
 STAGER = f"""
 import sys, datetime as dt

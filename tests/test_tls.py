@@ -7,12 +7,13 @@ import sys
 
 import pytest
 from clickhouse_driver import Client
-from conftest import DATE, REPO, WINDOW
 
-from workflows.config import Settings
 from devkit.local_servers import clickhouse_server, free_port, redis_server
-from workflows.meta import TABLES
 from devkit.sample import fill_sot_database, make_snapshot
+from workflows.config import Settings
+from workflows.meta import TABLES
+
+from conftest import DATE, REPO, WINDOW
 
 RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler")
 

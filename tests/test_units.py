@@ -13,11 +13,11 @@ import pyarrow as pa
 import pytest
 from clickhouse_driver.varint import write_varint
 
+from workflows import sql as statements
 from workflows.config import ConfigError, Settings
 from workflows.errors import OneLineFailure, WithoutTracebacks
 from workflows.meta import MetaError, file_digest, parse_meta
 from workflows.native import ColumnMismatch, conform, encode
-from workflows import sql as statements
 from workflows.schema import TABLES
 
 SHA = "ab" * 32
@@ -198,7 +198,8 @@ def test_env_example_lists_every_variable_with_its_default():
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".env.example")
     listed = dict(line.split("=", 1) for line in open(path).read().splitlines() if line and not line.startswith("#"))
-    expected = {**DEFAULTS, **dict(LUIGI_FROM_ENVIRONMENT.values()), "REDIS_URL": "redis://localhost:6379/0", "SOT_URL": "/srv/sot"}
+    expected = {**DEFAULTS, **dict(LUIGI_FROM_ENVIRONMENT.values()), "REDIS_URL": "redis://localhost:6379/0",
+                "SOT_URL": "/srv/sot"}
     assert listed == expected
 
 
@@ -343,8 +344,8 @@ def test_a_date_beyond_pythons_range_is_named_not_a_crash(tmp_path):
     """Found by test_properties: a bit flip in a date32 column."""
     import pyarrow.parquet as pq
 
-    from workflows.loader import FileMismatch, check_parquet
     from devkit.sample import make_snapshot
+    from workflows.loader import FileMismatch, check_parquet
 
     day = dt.date(2024, 10, 30)
     table = make_snapshot("ethereum", day, 195, 100)["raw_address_labels"]

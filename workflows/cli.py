@@ -13,18 +13,26 @@ import redis
 from clickhouse_driver.errors import Error as ClickHouseError
 
 from targets import RedisMarkerTarget
-from targets.clickhouse_marker import loaded_days
 
 from . import clickhouse, scheduler
 from .config import ConfigError, Settings, check_network, known_network
 from .errors import one_line
 from .meta import TABLES
-from .publish import publish
 from .migrate import MigrationFailed, migrate
+from .publish import publish
 from .resources import clickhouse_client, failed_server, replica_clients
 from .sources import NotPublished, SourceUnavailable
-from .tasks import (STEPS, Cleanup, day_tasks, describe_failure, last_failure_key, republished_labels_key, step_tasks,
-                    yesterday)
+from .status import loaded_days
+from .tasks import (
+    STEPS,
+    Cleanup,
+    day_tasks,
+    describe_failure,
+    last_failure_key,
+    republished_labels_key,
+    step_tasks,
+    yesterday,
+)
 
 CRON_HOURS = (1, 3)
 CRON_SPACING_MINUTES = 15
@@ -224,7 +232,8 @@ def command_line():
 
     cron = commands.add_parser("crontab", help="print the crontab for INGESTION_NETWORKS")
     cron.add_argument("--workdir", default="/app", help="the directory the jobs run in, with its .env (default /app)")
-    cron.add_argument("--luigi", default="/usr/local/bin/luigi", help="the luigi command (default /usr/local/bin/luigi)")
+    cron.add_argument("--luigi", default="/usr/local/bin/luigi",
+                      help="the luigi command (default /usr/local/bin/luigi)")
     cron.add_argument("--log-dir", default="/var/log/sot-ingestion",
                       help="one log file per network goes here (default /var/log/sot-ingestion)")
     commands.add_parser("luigid", help="start luigid (arguments after it go to luigid; --state-path and --logdir"

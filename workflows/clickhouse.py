@@ -20,10 +20,12 @@ from clickhouse_driver.result import QueryInfo
 from clickhouse_driver.varint import write_varint
 from clickhouse_driver.writer import write_binary_str, write_binary_uint128
 
+from targets.clickhouse_marker import MARKER_COLUMNS_ADDED, MARKER_TABLE
+
 from . import leases, sql
-from .native import native_block
 from .layout import ServedTable, layout_differences
-from .schema import COMPLETE_DAYS_VIEW, MARKER_COLUMNS_ADDED, MARKER_TABLE, STAGING_PREFIX, TABLES
+from .native import native_block
+from .schema import COMPLETE_DAYS_VIEW, STAGING_PREFIX, TABLES
 
 # A staging table older than this belongs to a load that died (a load of a
 # 5M-row file takes about a minute); the next load in the database drops it.

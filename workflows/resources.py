@@ -60,7 +60,8 @@ def replica_clients(settings):
             for host, port in s.clickhouse_replicas}
 
 
-def clickhouse_client_of(replicas, user, password, secure, ca_certs, verify, connect_timeout, compression, connect=True):
+def clickhouse_client_of(replicas, user, password, secure, ca_certs, verify, connect_timeout, compression,
+                         connect=True):
     """A client of the first of `replicas` ((host, port), ...) that turns to
     the next when one does not answer (clickhouse-driver's alt_hosts);
     connected now unless not `connect`."""

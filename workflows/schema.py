@@ -1,4 +1,5 @@
-"""The four tables of contract section 5 and the load-marker table, as data.
+"""The four tables of contract section 5, as data (the load-marker table is
+targets.clickhouse_marker's).
 The statements that create them are in workflows.sql."""
 import datetime as dt
 from dataclasses import dataclass
@@ -206,28 +207,8 @@ RAW_FEATURES = Table("raw_features", _columns("""
 
 TABLES = {t.name: t for t in (RAW_ALERTS, RAW_FEATURES, RAW_CLUSTERS, RAW_ADDRESS_LABELS)}
 
-# One row per load and per reset of a (network, date, window_days, table):
-# the latest row by `version` says whether the table's slice is loaded.
-# Rows are only ever appended, so setting and clearing a marker is synchronous
-# on every server version (ALTER ... DELETE is an asynchronous mutation).
-MARKER_TABLE = "ingestion_markers"
 COMPLETE_DAYS_VIEW = "complete_days"  # for readers: the days whose four tables are loaded
 STAGING_PREFIX = "_staging_"  # tables of loads under way, one per load
-MARKER_COLUMNS = (
-    ("network", "String"),
-    ("processing_date", "Date"),
-    ("window_days", "UInt16"),
-    ("table_name", "String"),
-    ("loaded", "UInt8"),
-    ("rows", "UInt64"),
-    ("updated_at", "DateTime"),
-    ("version", "UInt64"),
-    # the load's column accounting: the file's columns the table lacks, and
-    # the table's columns the file lacked, which took their DEFAULT
-    ("ignored_columns", "Array(String)"),
-    ("defaulted_columns", "Array(String)"),
-)
-MARKER_COLUMNS_ADDED = MARKER_COLUMNS[-2:]  # after the first release: added to marker tables made before
 
 
 def quote_identifier(name):

@@ -6,7 +6,9 @@ each one on ClickHouse 18.16 and on a current engine (tests/test_conformance.py
 fails when a function here is not exercised). The SQL sticks to what both
 generations understand: plain MergeTree, no LowCardinality, Bool, skip indexes
 or Parquet on the server, no REPLACE PARTITION from an empty source."""
-from .schema import COMPLETE_DAYS_VIEW, MARKER_COLUMNS, MARKER_TABLE, STAGING_PREFIX, Table, quote_identifier
+from targets.clickhouse_marker import MARKER_COLUMNS, MARKER_TABLE
+
+from .schema import COMPLETE_DAYS_VIEW, STAGING_PREFIX, Table, quote_identifier
 
 
 def _name(database, table):
@@ -172,27 +174,9 @@ def staging_tables(database):
             {"database": database, "prefix": STAGING_PREFIX})
 
 
-def append_marker(database, key, loaded, rows, accounting=((), ())):
-    """A marker row whose version is one above the key's latest, computed by
-    the server: no writer's clock decides which row wins. `key` is
-    {network, date, window_days, table_name}; `accounting` (ignored
-    columns, defaulted columns) the load's."""
-    ignored, defaulted = accounting
-    return (
-        f"INSERT INTO {_name(database, MARKER_TABLE)} ({', '.join(name for name, _ in MARKER_COLUMNS)})"
-        " SELECT %(network)s, toDate(%(date)s), toUInt16(%(window_days)s), %(table_name)s, toUInt8(%(loaded)s),"
-        " toUInt64(%(rows)s), now(), max(version) + 1, CAST(%(ignored)s AS Array(String)),"
-        " CAST(%(defaulted)s AS Array(String))"
-        f" FROM {_name(database, MARKER_TABLE)}"
-        " WHERE network = %(network)s AND processing_date = %(date)s AND window_days = %(window_days)s"
-        " AND table_name = %(table_name)s",
-        dict(key, window_days=int(key["window_days"]), loaded=int(loaded), rows=int(rows), ignored=list(ignored),
-             defaulted=list(defaulted)),
-    )
-
-
 def add_column(database, table, column, type_, cluster=None):
-    return f"ALTER TABLE {_name(database, table)}{_on_cluster(cluster)} ADD COLUMN {quote_identifier(column)} {type_}", None
+    return (f"ALTER TABLE {_name(database, table)}{_on_cluster(cluster)}"
+            f" ADD COLUMN {quote_identifier(column)} {type_}"), None
 
 
 def loaded_days(database, network, dates, window_days):

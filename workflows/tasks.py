@@ -24,7 +24,6 @@ import redis
 from clickhouse_driver.errors import Error as ClickHouseError
 
 from targets import ClickHouseMarkerTarget, RedisMarkerTarget
-from targets.clickhouse_marker import loaded_days
 from targets.redis_marker import marker_key
 
 from . import alerts, clickhouse, disk, leases, loader, scheduler
@@ -34,6 +33,7 @@ from .meta import META_FILENAME, TABLES, MetaError, file_digest, parse_meta
 from .resources import clickhouse_client, failed_server, redis_client
 from .schema import TABLES as TABLE_SCHEMAS
 from .sources import DIRECTORY_MODE, NoSpace, NotPublished, SourceUnavailable, UnsafeFile, open_source
+from .status import loaded_days
 
 logger = logging.getLogger("workflows")
 logging.getLogger("luigi-interface").addFilter(WithoutTracebacks())
@@ -427,7 +427,8 @@ class DownloadSOT(IngestionTask):
         except UnsafeFile as exc:
             raise self.bad_input(exc.filename, exc.reason) from None
         except NoSpace as exc:
-            raise DownloadFailed(f"{self.network} {self.date} download to {self.settings.download_dir}: {exc}") from None
+            raise DownloadFailed(f"{self.network} {self.date} download to {self.settings.download_dir}:"
+                                 f" {exc}") from None
         except OSError as exc:
             if not disk.is_full(exc):
                 raise

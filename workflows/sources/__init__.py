@@ -4,8 +4,7 @@ import os
 import posixpath
 from urllib.parse import unquote, urlparse, urlunparse
 
-from .base import (DIRECTORY_MODE, NoSpace, NotPublished, SnapshotSource, SourceUnavailable, UnsafeFile,
-                   snapshot_path)
+from .base import DIRECTORY_MODE, NoSpace, NotPublished, SnapshotSource, SourceUnavailable, UnsafeFile, snapshot_path
 
 __all__ = ["DIRECTORY_MODE", "NoSpace", "NotPublished", "SnapshotSource", "SourceUnavailable", "UnsafeFile",
            "open_source", "snapshot_path"]

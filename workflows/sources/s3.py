@@ -2,7 +2,6 @@
 from ..resources import cached
 from .base import CHUNK_BYTES, FileSnapshotSource, SourceUnavailable, Transient
 
-
 # Errors of the AWS SDK that a retry will not fix
 _PERMANENT_S3_ERRORS = ("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "HTTP status 403",
                         "HTTP status 400", "HTTP status 301")
