@@ -1,5 +1,6 @@
 """The `luigi` command as cron runs it, through a real luigid."""
 import os
+import re
 import subprocess
 import sys
 import time
@@ -116,3 +117,29 @@ def test_luigid_started_by_the_package_keeps_its_state_in_a_writable_place(tmp_p
 
     state = tmp_path / ".local" / "state" / "sot-ingestion"
     assert (state / "luigid-state.pickle").is_file()
+
+
+def test_the_history_page_keeps_a_recovered_failure(pipeline, luigid, tmp_path):
+    """python -m workflows luigid records task history (SQLite beside its state): after a failure and its
+    recovery, VerifyChecksums' runs list the failure and the success."""
+    pipeline.publish()
+    pipeline.tamper("raw_alerts.parquet")
+    day = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
+    assert pipeline.run_cli(*day).returncode == 30
+    pipeline.publish()  # the SOT republishes the day
+    subprocess.run([sys.executable, "-m", "workflows", "reset", "--date", DATE.isoformat(), "--network", "ethereum"],
+                   cwd=REPO, env={**os.environ, **pipeline.env}, check=True, capture_output=True)
+    assert pipeline.run_cli(*day).returncode == 0
+
+    runs = history_page(luigid, "history/by_name/VerifyChecksums")
+    [record] = re.findall(r'href="/history/by_id/(\d+)">VerifyChecksums<', runs)  # one task, one record
+    events = re.findall(r"<td>(PENDING|RUNNING|FAILED|DISABLED|DONE)</td>",
+                        history_page(luigid, f"history/by_id/{record}"))
+    # newest first: the recovery, and the failure before it still there
+    assert events[0] == "DONE" and "FAILED" in events[1:], events
+    assert os.path.exists(tmp_path / "task-history.sqlite")
+
+
+def history_page(luigid, path):
+    with urllib.request.urlopen(f"{luigid}{path}", timeout=10) as response:
+        return response.read().decode()

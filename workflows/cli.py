@@ -9,6 +9,7 @@ import os
 import sys
 
 import luigi.cmdline
+import luigi.configuration
 import redis
 from clickhouse_driver.errors import Error as ClickHouseError
 
@@ -337,4 +338,29 @@ def luigid(arguments):
     if not any(a.startswith("--logdir") for a in arguments):
         defaults += ["--logdir", state]
     os.makedirs(state, exist_ok=True)
+    record_task_history(os.path.dirname(os.path.abspath(option_value(defaults + arguments, "--state-path"))))
     return luigi.cmdline.luigid(defaults + arguments)
+
+
+def option_value(arguments, name):
+    """The value of `name` in a command line, as `name value` or `name=value`."""
+    for i, argument in enumerate(arguments):
+        if argument == name and i + 1 < len(arguments):
+            return arguments[i + 1]
+        if argument.startswith(name + "="):
+            return argument.split("=", 1)[1]
+    return None
+
+
+def record_task_history(folder):
+    """luigid keeps every run of every task (its History page, /history): in
+    SQLite beside its state, unless luigi.cfg names a database ([task_history]
+    db_connection, a PostgreSQL URL in production) or turns it off."""
+    config = luigi.configuration.get_config()
+    for section, option, value in (("scheduler", "record_task_history", "true"),
+                                   ("task_history", "db_connection",
+                                    f"sqlite:///{os.path.join(folder, 'task-history.sqlite')}")):
+        if not config.has_section(section):
+            config.add_section(section)
+        if not config.has_option(section, option):
+            config.set(section, option, value)
