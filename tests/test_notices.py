@@ -116,13 +116,17 @@ def test_last_failure_gives_one_log_line_and_one_webhook_post(pipeline, webhook,
     assert lines == bodies
 
 
-def test_no_notice_while_attempts_remain(pipeline, webhook, luigid):
-    url, bodies = webhook
+def tampered_day(pipeline):
+    """A published day whose raw_alerts.parquet no longer matches its checksum: every attempt fails."""
     pipeline.publish()
     pipeline.tamper("raw_alerts.parquet")
+    return "RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum"
 
-    result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum",
-                              INGESTION_RETRY_ATTEMPTS="2", ALERT_WEBHOOK_URL=url)
+
+def test_no_notice_while_attempts_remain(pipeline, webhook, luigid):
+    url, bodies = webhook
+
+    result = pipeline.run_cli(*tampered_day(pipeline), INGESTION_RETRY_ATTEMPTS="2", ALERT_WEBHOOK_URL=url)
 
     assert result.returncode == 30
     assert result.stderr.count("bad input:") == 2
@@ -153,9 +157,7 @@ def attempts_said(output):
 
 
 def test_a_reset_starts_the_attempts_again_at_1(pipeline, luigid):
-    pipeline.publish()
-    pipeline.tamper("raw_alerts.parquet")
-    day = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
+    day = tampered_day(pipeline)
 
     first = pipeline.run_cli(*day, INGESTION_RETRY_ATTEMPTS="2")
     assert "; disabled in luigid (reset re-enables)" in status_of_the_day(pipeline)  # as luigid has it
@@ -179,11 +181,8 @@ def status_of_the_day(pipeline):
 
 def test_one_give_up_notice_when_redis_was_emptied_between_attempts(pipeline, luigid, webhook):
     url, bodies = webhook
-    pipeline.publish()
-    pipeline.tamper("raw_alerts.parquet")
 
-    run = pipeline.start_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum",
-                             INGESTION_RETRY_ATTEMPTS="3", ALERT_WEBHOOK_URL=url)
+    run = pipeline.start_cli(*tampered_day(pipeline), INGESTION_RETRY_ATTEMPTS="3", ALERT_WEBHOOK_URL=url)
     output = []
     for line in run.stdout:
         output.append(line)

@@ -8,6 +8,7 @@ namespace), so a sweep there knows a dead owner at once."""
 import logging
 import os
 import threading
+import time
 import uuid
 
 import redis
@@ -56,8 +57,8 @@ def hold(client):
 
 
 def _renew(client, name):
-    stop = threading.Event()
-    while not stop.wait(RENEW_SECONDS):
+    while True:  # a daemon thread: it ends with its process, and so does the lease, LEASE_SECONDS later
+        time.sleep(RENEW_SECONDS)
         try:
             client.set(KEY_PREFIX + name, _lease_value(), ex=LEASE_SECONDS)
         except redis.RedisError as exc:  # the tables then stay until their lease is read again, or two hours

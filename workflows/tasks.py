@@ -209,6 +209,14 @@ class IngestionTask(luigi.Task):
         except FileNotFoundError:
             return None
 
+    def arrived_checksums(self):
+        """{filename: "algorithm:hex"} of the download's files as their bytes arrived; {} when not taken."""
+        try:
+            with open(os.path.join(self.download_dir, ARRIVED_CHECKSUMS)) as stream:
+                return json.load(stream)
+        except FileNotFoundError:
+            return {}
+
     def meta(self):
         """{table: FileEntry} from the downloaded META.json."""
         try:
@@ -518,11 +526,7 @@ class VerifyChecksums(IngestionTask):
         when the labels change: one that differs from its checksum at export
         time is the current list, loaded, and said (log and `status`).
         Returns the entries whose file is the one META.json describes."""
-        try:
-            with open(os.path.join(self.download_dir, ARRIVED_CHECKSUMS)) as stream:
-                arrived = json.load(stream)
-        except FileNotFoundError:
-            arrived = {}
+        arrived = self.arrived_checksums()
         described = []
         for entry in entries:
             actual = arrived.get(entry.filename)
@@ -627,11 +631,7 @@ class LoadTable(IngestionTask):
         """The file on disk is still the one VerifyChecksums proved: hashed
         again, against the checksum taken as it arrived (META.json's, or for
         republished labels the current file's)."""
-        try:
-            with open(os.path.join(self.download_dir, ARRIVED_CHECKSUMS)) as stream:
-                expected = json.load(stream).get(entry.filename, f"{entry.algorithm}:{entry.digest}")
-        except FileNotFoundError:
-            expected = f"{entry.algorithm}:{entry.digest}"
+        expected = self.arrived_checksums().get(entry.filename, f"{entry.algorithm}:{entry.digest}")
         actual = f"{entry.algorithm}:{file_digest(path, entry.algorithm)}"
         if actual != expected:
             raise self.bad_input(entry.filename, f"changed on disk since it was verified: {entry.algorithm}"
