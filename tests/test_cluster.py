@@ -232,7 +232,7 @@ def test_two_worker_hosts_under_one_luigid_download_once_each_and_load_each_tabl
         assert counts(replicas.client(0), db) == {t: tables[t].num_rows for t in TABLES}
     for name, output in outputs.items():
         downloads = [line for line in output.splitlines() if " done " in line and "DownloadSOT(" in line]
-        assert all(len([d for d in downloads if network in d]) <= 1 for network in ("ethereum", "bitcoin"))
+        assert all(len([d for d in downloads if network in d]) <= 1 for network in ("ethereum", "bitcoin")), output
     # each host's markers are its own: none was written twice, so none flipped between hosts
     assert writes and len({key for key, _ in writes}) == len(writes), writes
     assert {key.rsplit(":", 1)[1] for key, _ in writes} <= set(hosts)
