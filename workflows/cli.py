@@ -97,9 +97,8 @@ def status(dates, networks, window_days, out=None, settings=None):
 def disabled_days(networks, dates, window_days):
     """(network, date) of the days of which luigid holds a task disabled, as
     luigid says it, so status agrees with it; none when luigid does not answer."""
-    tasks = [task for network in networks for date in dates for task in day_tasks(network, date, window_days)]
     try:
-        return {(task.network, task.date) for task in scheduler.disabled(tasks)}
+        return scheduler.disabled_days(networks, dates, window_days)
     except OSError:
         return set()
 

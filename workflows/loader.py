@@ -74,13 +74,15 @@ def refuse_renamed_columns(ignored, defaulted):
                                " every row; refused")
 
 
-def file_column_accounting(path, table):
-    """column_accounting of a Parquet file, from its footer (the snapshot's own columns, stamped when absent, aside)."""
+def file_footer(path, table):
+    """(rows, column_accounting) of a Parquet file, from one read of its
+    footer (the snapshot's own columns, stamped when absent, aside)."""
     try:
-        names = pq.read_schema(path).names
+        footer = pq.ParquetFile(path)
+        rows, names = footer.metadata.num_rows, footer.schema_arrow.names
     except Exception as exc:  # noqa: BLE001 (whatever the reader raises, the file is unreadable)
         raise FileMismatch(f"not a readable Parquet file ({_one_line(exc)})") from None
-    return column_accounting(table, names, stamped=("processing_date", "window_days", "network"))
+    return rows, column_accounting(table, names, stamped=("processing_date", "window_days", "network"))
 
 
 class CheckedParquet:

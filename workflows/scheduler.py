@@ -2,6 +2,7 @@
 day's tasks it has disabled after their retries were used up, and
 re-enabling them for a manual rerun. Short timeouts: luigid not answering
 is said, never waited for."""
+import datetime as dt
 import json
 import logging
 import time
@@ -33,7 +34,7 @@ def call(method, url=None, **data):
 
 REACH_ATTEMPTS = 3  # a luigid that restarts answers again within seconds
 REACH_WAIT_SECONDS = 2
-_reached = []  # this process found its luigid answering
+_checked = []  # this process's command line was checked: local scheduler, or luigid answered
 
 
 def check_reachable():
@@ -41,17 +42,18 @@ def check_reachable():
     or the command ends here, before any task is checked, with one line
     and exit 35 ([retcode] scheduling_error). luigi itself would try three
     times, 30 s apart, and then exit 40 with a traceback."""
-    if _reached or CmdlineParser.get_instance() is None:  # checked already, or not a command line (luigi.build)
+    if _checked or CmdlineParser.get_instance() is None:  # checked already, or not a command line (luigi.build)
         return
     core = luigi.interface.core()  # with the command line's --local-scheduler, --scheduler-url, ...
     if core.local_scheduler:
+        _checked.append(None)
         return
     url = core.scheduler_url or f"http://{core.scheduler_host}:{core.scheduler_port}/"
     exit_status = luigi.retcodes.retcode().scheduling_error
     for attempt in range(REACH_ATTEMPTS):
         try:
             call("task_list", url, status="RUNNING", upstream_status="", search="\0")
-            _reached.append(url)
+            _checked.append(url)
             return
         except (OSError, ValueError, KeyError) as exc:
             failure = exc
@@ -65,6 +67,15 @@ def check_reachable():
 def re_enable(tasks, url=None):
     """Re-enables those of `tasks` that luigid disabled; returns them."""
     return [task for task in tasks if call("re_enable_task", url, task_id=task.task_id)]
+
+
+def disabled_days(networks, dates, window_days, url=None):
+    """(network, date) of the days of which luigid holds a step disabled, read
+    off its listing's parameters: one call, no Task built per day and step."""
+    wanted = {(network, date.isoformat()) for network in networks for date in dates}
+    held = call("task_list", url, status="DISABLED").values()
+    return {(p["network"], dt.date.fromisoformat(p["date"])) for p in (task["params"] for task in held)
+            if (p.get("network"), p.get("date")) in wanted and p.get("window_days") == str(int(window_days))}
 
 
 def disabled(tasks, url=None):

@@ -603,7 +603,7 @@ class LoadTable(IngestionTask):
         table, ch = TABLE_SCHEMAS[self.table], self.clickhouse
         self.sweep_staging(ch)
         try:
-            rows = loader.file_rows(path) if path else 0
+            rows, accounting = loader.file_footer(path, table) if path else (0, ((), ()))
             staged = clickhouse.claim_staged(ch, self.database, self.table, self.date, self.window_days,
                                              self.download_id(), rows)
             if staged:
@@ -616,7 +616,6 @@ class LoadTable(IngestionTask):
                     self.verify_again(entry, path)
                 rows = loader.load_parquet(ch, self.database, table, path, self.date, self.window_days,
                                            self.network, self.report_rows, self.settings.allow_empty_day)
-            accounting = loader.file_column_accounting(path, table) if path else ((), ())
         except loader.FileMismatch as exc:
             raise self.bad_input(entry.filename or f"{self.table} (no file)", exc) from None
         ignored, defaulted = accounting
