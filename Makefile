@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):/usr/sbin:$(PATH)
 
-.PHONY: setup servers demo test check bench soak clean
+.PHONY: setup servers test-servers demo test check bench soak clean
 
 setup: $(VENV)/.installed servers
 
@@ -17,10 +17,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 servers:
 	scripts/install-servers.sh
 
+# what only the tests use besides: faketime, ZooKeeper (and Java), a Prometheus Pushgateway
+test-servers:
+	scripts/install-servers.sh --test
+
 demo: setup
 	$(BIN)/python -m devkit.demo
 
-test: setup
+test: setup test-servers
 	$(BIN)/ruff check workflows targets devkit tests bench scripts
 	$(BIN)/python -m pytest
 

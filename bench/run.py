@@ -55,10 +55,13 @@ from devkit.local_servers import LocalServers, free_port, s3_server
 from devkit.producer import ProducerDay
 from devkit.sample import ROW_GROUP_ROWS, make_snapshot, write_snapshot
 from workflows import clickhouse, loader, meta, sql
+from workflows.clickhouse import Destination
 from workflows.config import Settings
+from workflows.insert import insert_blocks
 from workflows.native import native_block
-from workflows.schema import TABLES as SCHEMAS
-from workflows.sources import open_source, snapshot_path
+from workflows.schema import SCHEMAS
+from workflows.slices import Slice
+from workflows.sources import open_source
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
@@ -141,7 +144,7 @@ def _download_in_child(environment, destination):
     source = open_source(Settings.from_env(environment))
     baseline = _peak_rss_mb()
     start = time.perf_counter()
-    arrived = source.fetch(NETWORK, DATE, WINDOW, destination)
+    arrived = source.fetch(Slice(NETWORK, DATE, WINDOW), destination)
     return {"seconds": time.perf_counter() - start, "files": len(arrived), "baseline_rss_mb": baseline,
             "peak_rss_mb": _peak_rss_mb()}
 
@@ -158,7 +161,7 @@ def measure_s3_download(work, paths, megabytes):
         store = fs.S3FileSystem(access_key="bench", secret_key="bench", endpoint_override=endpoint,
                                 region="us-east-1", allow_bucket_creation=True)
         store.create_dir("sot")
-        prefix = f"sot/{snapshot_path(NETWORK, DATE, WINDOW)}"
+        prefix = f"sot/{Slice(NETWORK, DATE, WINDOW).path}"
         files = []
         for table in TABLES:
             with store.open_output_stream(f"{prefix}/{table}.parquet") as out:
@@ -204,6 +207,10 @@ def _ru_maxrss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def day_rows(ch, database, table, date):
+    return clickhouse.count_day_rows(Destination(ch, database, SCHEMAS[table]), Slice(NETWORK, date, WINDOW))
+
+
 def _load_in_child(port, database, loads, compression=None):
     """Runs in a spawned process: loads [(table, path, date)] one after the
     other as LoadTable does; returns per-table seconds, bytes of column data
@@ -215,9 +222,10 @@ def _load_in_child(port, database, loads, compression=None):
         sent = []
 
         def insert(*args):
-            sent.append(clickhouse.insert_blocks(ch, *args))
+            sent.append(insert_blocks(ch, *args))
         start = time.perf_counter()
-        rows = loader.load_parquet(ch, database, SCHEMAS[table], path, date, WINDOW, NETWORK, insert=insert)
+        rows = loader.DayLoad(Destination(ch, database, SCHEMAS[table]), Slice(NETWORK, date, WINDOW),
+                              insert=insert).load(path)
         result["tables"][table] = {"rows": rows, "seconds": time.perf_counter() - start,
                                    "wire_bytes": sum(sent), "peak_rss_mb_so_far": _peak_rss_mb()}
     result["peak_rss_mb"] = _peak_rss_mb()
@@ -245,7 +253,7 @@ def measure_load(ch, port, paths):
     wait_for_merges(ch)
     result = load_in_child(port, DATABASE, [(t, paths[t], DATE) for t in TABLES])
     for table in TABLES:
-        loaded = clickhouse.count_rows(ch, DATABASE, table, DATE, WINDOW)
+        loaded = day_rows(ch, DATABASE, table, DATE)
         if loaded != result["tables"][table]["rows"]:
             raise RuntimeError(f"{table}: load_parquet returned {result['tables'][table]['rows']} rows,"
                                f" table has {loaded}")
@@ -297,7 +305,7 @@ def write_native(path, table, native):
     """The Parquet file's rows, in the file's order, as a Native-format file:
     the bytes the loader sends, which test_conformance reads back on both
     server generations. Returns the column list."""
-    source = loader.CheckedParquet(path, SCHEMAS[table], DATE, WINDOW, NETWORK)
+    source = loader.CheckedParquet(path, SCHEMAS[table], Slice(NETWORK, DATE, WINDOW))
     with open(native, "wb") as stream:
         for n_rows, encoded in loader.encoded_blocks(source):
             for buffer in native_block(n_rows, encoded):
@@ -420,7 +428,7 @@ def measure_rundaily(ch, servers, work, rows):
             raise RuntimeError(f"RunDaily ({name}) exited with {status}; last lines of {log}:\n{tail}")
         for network in networks:
             database = f"risk_assessment_{network}"
-            loaded = clickhouse.count_rows(ch, database, "raw_features", date, WINDOW)
+            loaded = day_rows(ch, database, "raw_features", date)
             if loaded != rows:
                 raise RuntimeError(f"RunDaily ({name}): {database}.raw_features has {loaded} rows, expected {rows}")
         out[name] = {"networks": list(networks), "date": date.isoformat(), "seconds": seconds}
@@ -507,7 +515,7 @@ def measure_producer_format(ch, servers, work, rows, readme_format_seconds):
     ProducerDay(root, NETWORK, DATE_PRODUCER, WINDOW, rows).write()
     generate_seconds = time.perf_counter() - started
     run = whole_rundaily(ch, servers, work, os.path.join(root, "snapshots"), DATE_PRODUCER)
-    loaded = clickhouse.count_rows(ch, DATABASE, "raw_features", DATE_PRODUCER, WINDOW)
+    loaded = day_rows(ch, DATABASE, "raw_features", DATE_PRODUCER)
     if loaded != rows:
         raise RuntimeError(f"producer-format RunDaily: raw_features has {loaded} rows, expected {rows}")
     return {"rows": rows, "generate_seconds": generate_seconds, "seconds": run["seconds"],

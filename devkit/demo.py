@@ -18,13 +18,14 @@ import time
 
 from devkit.local_servers import LocalServers, free_port, port_free
 from devkit.sample import fill_sot_database, make_snapshot
-from workflows.clickhouse import count_rows
+from workflows.clickhouse import Destination, count_day_rows
+from workflows.clients import clickhouse_client
 from workflows.config import Settings
-from workflows.meta import META_FILENAME, TABLES
+from workflows.meta import META_FILENAME
+from workflows.pipeline.params import yesterday
 from workflows.publish import publish
-from workflows.resources import clickhouse_client
-from workflows.sources import snapshot_path
-from workflows.tasks import yesterday
+from workflows.schema import SCHEMAS, TABLES
+from workflows.slices import Slice
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL = os.environ.get("DEMO_DIR") or os.path.join(REPO, ".local")  # DEMO_DIR: for the demo's own test
@@ -94,12 +95,12 @@ def main(argv=None):
     settings = Settings.from_env({**os.environ, **env})
     date = args.date or yesterday()
     for network in settings.networks:
-        if not os.path.exists(os.path.join(env["SOT_URL"], snapshot_path(network, date, settings.window_days),
+        if not os.path.exists(os.path.join(env["SOT_URL"], Slice(network, date, settings.window_days).path,
                                            META_FILENAME)):
             # the SOT's database is on the demo's ClickHouse: filled over the native port, published over HTTP
             fill_sot_database(clickhouse_client(settings), settings.sot_database_for(network),
                               make_snapshot(network, date, settings.window_days, FEATURE_ROWS))
-            snapshot, labels = publish(settings, network, date, settings.window_days, env["SOT_URL"])
+            snapshot, labels = publish(settings, Slice(network, date, settings.window_days), env["SOT_URL"])
             print(f"published {network} {date}: {snapshot}, its labels to {labels}")
 
     started = time.monotonic()
@@ -112,7 +113,8 @@ def main(argv=None):
     print(f"\nRunDaily {date} (window {settings.window_days} days): exit status {run.returncode}, {seconds:.1f} s")
     print(f"{'network':<12}" + "".join(f"{t:>20}" for t in TABLES))
     for network in settings.networks:
-        counts = [count_rows(ch, settings.database_for(network), t, date, settings.window_days) for t in TABLES]
+        day = Slice(network, date, settings.window_days)
+        counts = [count_day_rows(Destination(ch, settings.database_for(network), SCHEMAS[t]), day) for t in TABLES]
         print(f"{network:<12}" + "".join(f"{c:>20,}" for c in counts))
     print(f"\nvisualiser: {local.visualiser_url}")
     print(f"environment of this demo: {os.path.join(LOCAL, 'demo.env')}; stop the servers: "

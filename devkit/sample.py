@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workflows import clickhouse
-from workflows.meta import META_FILENAME, TABLES, file_digest
+from workflows import sql
+from workflows.insert import insert_blocks
+from workflows.meta import META_FILENAME, file_digest
 from workflows.native import arrow_type, conform, encode
-from workflows.schema import TABLES as SCHEMAS
-from workflows.schema import Column, quote_identifier
+from workflows.schema import SCHEMAS, TABLES, Column, quote_identifier
 from workflows.sources.sot_clickhouse import LABELS_TABLE, SOT_TABLES
 
 TYPOLOGIES = ["layering", "peel_chain", "mixer_interaction", "sanctioned_counterparty", "rapid_movement", "fan_out"]
@@ -117,10 +117,10 @@ def fill_sot_database(ch, database, tables, insert=None):
     and the tests. Every row goes in as version 2; then SUPERSEDED_ROWS rows
     of each table go in again as version 1 with another value in a column,
     inserted last, so that only the newest-version rule sets them aside.
-    `insert` as loader.stage_parquet takes it; by default the native insert
+    `insert` as loader.DayLoad takes it (insert.Inserter); by default the native insert
     over `ch`."""
     create_sot_tables(ch, database)
-    insert = insert or partial(clickhouse.insert_blocks, ch)
+    insert = insert or partial(insert_blocks, ch)
     for table, rows in tables.items():
         column = SUPERSEDED_COLUMNS[table]
         older = rows.slice(0, SUPERSEDED_ROWS)
@@ -129,8 +129,8 @@ def fill_sot_database(ch, database, tables, insert=None):
         columns = sot_columns(table)
         for version, part in ((2, rows), (1, older)):
             if part.num_rows:
-                insert(database, SOT_TABLES[table], [c.name for c in columns],
-                       [(part.num_rows, _sot_block(columns, part, version))], None)
+                statement, _ = sql.insert_rows(database, SOT_TABLES[table], [c.name for c in columns])
+                insert(statement, [(part.num_rows, _sot_block(columns, part, version))], None)
 
 
 def _sot_block(columns, rows, version):

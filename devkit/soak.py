@@ -20,8 +20,8 @@ from redis import Redis
 
 from devkit.local_servers import LocalServers
 from devkit.sample import make_snapshot, write_snapshot
-from workflows.meta import TABLES
-from workflows.status import loaded_days
+from workflows.schema import TABLES
+from workflows.state import loaded_days
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETWORKS = ("ethereum", "bitcoin")

@@ -9,6 +9,9 @@ writes decides, not the clocks of the hosts that wrote them. A marker counts
 only while the table's day holds the rows it counted: a server that crashed
 after a swap can bring replaced parts back, and the next run then loads the
 day again."""
+import datetime as dt
+from typing import Any, Protocol
+
 import luigi
 
 MARKER_TABLE = "ingestion_markers"
@@ -40,11 +43,29 @@ def _quoted(name):
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
+class Day(Protocol):
+    """Which day a marker is of: a network's (processing_date, window_days)."""
+
+    @property
+    def network(self) -> str: ...
+
+    @property
+    def date(self) -> dt.date: ...
+
+    @property
+    def window_days(self) -> int: ...
+
+
 class ClickHouseMarkerTarget(luigi.Target):
-    def __init__(self, client, database, network, date, window_days, table_name):
+    """One table's day loaded: a row in MARKER_TABLE per update of
+    (network, date, window_days, table_name), the newest version counting,
+    and the table's day still holding the rows it counted."""
+
+    def __init__(self, client: Any, database: str, day: Day, table_name: str) -> None:
         self.client = client
         self.database = database
-        self.network, self.date, self.window_days, self.table_name = network, date, int(window_days), table_name
+        self.network, self.date, self.window_days = day.network, day.date, int(day.window_days)
+        self.table_name = table_name
 
     @property
     def _key(self):

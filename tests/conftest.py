@@ -17,9 +17,10 @@ from redis import Redis
 
 from devkit.local_servers import LocalServers, free_port, luigid_server
 from devkit.sample import make_snapshot, write_snapshot
-from workflows import scheduler, tasks
-from workflows.meta import TABLES
-from workflows.schema import TABLES as SCHEMAS
+from workflows import scheduler
+from workflows.pipeline.base import IngestionTask
+from workflows.pipeline.daily import RunDaily
+from workflows.schema import SCHEMAS, TABLES
 
 # CI (CI=true) tries the same examples every time, so a landing never waits on
 # a new random find; elsewhere every run explores new ones
@@ -83,7 +84,7 @@ class Pipeline:
     def run(self, date=DATE, networks="ethereum"):
         """RunDaily in this process with a local scheduler; True when all succeeded."""
         luigi.task_register.Register.clear_instance_cache()
-        return luigi.build([tasks.RunDaily(date=date, networks=networks)], local_scheduler=True,
+        return luigi.build([RunDaily(date=date, networks=networks)], local_scheduler=True,
                            log_level="WARNING")
 
     def snapshot_file(self, filename, network="ethereum", date=DATE):
@@ -185,7 +186,7 @@ def pipeline(servers, tmp_path, monkeypatch):
     for (database,) in p.ch.execute("SHOW DATABASES"):
         if database.startswith("risk_assessment_"):
             p.ch.execute(f"DROP DATABASE {database}")
-    tasks.IngestionTask._schemas_ready.clear()
+    IngestionTask._schemas_ready.clear()
     luigi.task_register.Register.clear_instance_cache()  # tasks hold the settings they were made with
 
     @luigi.Task.event_handler(luigi.Event.SUCCESS)

@@ -16,7 +16,7 @@ import numpy as np
 from clickhouse_driver.context import Context
 from clickhouse_driver.util.escape import escape_params
 
-from workflows import clickhouse, sql
+from workflows import insert, sql
 from workflows.native import native_block
 from workflows.sources.sot_http import HttpClickHouse, native_context, native_rows
 
@@ -35,8 +35,8 @@ class Server1816:
     def execute_iter(self, query, params=None, settings=None):
         return self.client.execute_iter(query, params, settings=settings)
 
-    def insert_native(self, database, table, columns, blocks, on_sent=None):
-        clickhouse.insert_blocks(self.client, database, table, columns, blocks, on_sent)
+    def insert_native(self, statement, blocks, on_sent=None):
+        insert.insert_blocks(self.client, statement, blocks, on_sent)
 
     def http_rows(self, query):
         """The rows of `query` as the SOT export reads them over HTTP: FORMAT Native, read by sot_http."""
@@ -89,15 +89,14 @@ class Engine26:
                 on_sent(n_rows)
         return bytes(stream)
 
-    def insert_native(self, database, table, columns, blocks, on_sent=None):
+    def insert_native(self, statement, blocks, on_sent=None):
         """The product's INSERT statement, its data read from a Native-format
         file that holds exactly the column bytes the loader sends."""
         path = os.path.join(self.path, f"{uuid.uuid4().hex}.native")
         with open(path, "wb") as stream:
             stream.write(self.native_stream(blocks, on_sent))
         try:
-            query, _ = sql.insert_rows(database, table, columns)
-            self.execute(query.removesuffix(" VALUES") + f" SELECT * FROM file('{path}', 'Native')")
+            self.execute(statement.removesuffix(" VALUES") + f" SELECT * FROM file('{path}', 'Native')")
         finally:
             os.remove(path)
 

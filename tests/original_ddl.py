@@ -3,7 +3,7 @@
 columns as the pipeline's, the is_* flags Boolean, month partitions, another
 order, and skip indexes made by CREATE INDEX. ClickHouse 18.16 has neither
 Bool nor skip indexes: there the flags are UInt8 and no index is made."""
-from workflows.schema import TABLES
+from workflows.schema import SCHEMAS, TABLES
 
 KEYS = {  # table: (PARTITION BY, ORDER BY), as the original DDL has them
     "raw_alerts": ("toYYYYMM(processing_date)", "(window_days, processing_date, alert_id, typology_type)"),
@@ -27,7 +27,7 @@ def original_ddl(database, table, modern):
     """The statements that made `table` in `database`; `modern`: a server with Bool and skip indexes."""
     columns = ",\n    ".join(
         f"{c.name} {'Bool' if modern and c.name.startswith('is_') else c.type}"
-        + (f" DEFAULT {c.default}" if c.default else "") for c in TABLES[table].columns)
+        + (f" DEFAULT {c.default}" if c.default else "") for c in SCHEMAS[table].columns)
     partition, order = KEYS[table]
     statements = [f"CREATE TABLE IF NOT EXISTS {database}.{table} (\n    {columns}\n)\nENGINE = MergeTree()\n"
                   f"PARTITION BY {partition}\nORDER BY {order}\nSETTINGS index_granularity = 8192"]

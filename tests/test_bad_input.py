@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from devkit.sample import default_sizes, make_snapshot
-from workflows.meta import TABLES, file_digest
+from workflows.meta import file_digest
+from workflows.schema import TABLES
 
 from conftest import DATE, FEATURE_ROWS, WINDOW
 

@@ -11,7 +11,8 @@ import pytest
 
 from devkit.local_servers import free_port
 from workflows import cli
-from workflows.meta import TABLES
+from workflows.crontab import crontab
+from workflows.schema import TABLES
 
 from conftest import DATE, REPO
 
@@ -178,7 +179,7 @@ def test_crontab_is_the_commands_default_output(monkeypatch, capsys):
 @pytest.mark.parametrize("local_time, day", [("2024-10-31 02:00:00", "2024-10-30"),  # 1:00 UTC
                                              ("2024-10-31 00:30:00", "2024-10-29")])  # 23:30 UTC the day before
 def test_the_crontabs_date_is_yesterday_in_utc_in_any_time_zone(local_time, day):
-    line = next(line for line in cli.crontab(["ethereum"]).splitlines() if line[:1].isdigit())
+    line = next(line for line in crontab(("ethereum",)).splitlines() if line[:1].isdigit())
     expression = line[line.index("--date ") + 7:line.index(" --networks")].replace("\\%", "%")
     printed = subprocess.run(["faketime", local_time, "sh", "-c", f"echo {expression}"], capture_output=True,
                              text=True, env=dict(os.environ, TZ="Europe/Amsterdam"), check=True).stdout.strip()

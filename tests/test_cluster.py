@@ -13,9 +13,10 @@ import pytest
 from clickhouse_driver import Client
 
 from devkit.local_servers import clickhouse_server, free_port, zookeeper_server
-from workflows import cli
-from workflows.meta import TABLES
-from workflows.schema import TABLES as SCHEMAS
+from workflows.config import Settings
+from workflows.schema import SCHEMAS, TABLES
+from workflows.slices import Slice
+from workflows.status import print_status
 
 from conftest import DATE, REPO, WINDOW, expected_rows, luigid_tasks
 
@@ -100,7 +101,7 @@ def wait_for_rows(client, database, expected, seconds=CATCH_UP_SECONDS):
 
 def status_text(pipeline):
     out = io.StringIO()
-    cli.status([DATE], ["ethereum"], WINDOW, out=out)
+    print_status(Settings.from_env(), [Slice("ethereum", DATE, WINDOW)], out=out)
     return out.getvalue()
 
 

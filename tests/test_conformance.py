@@ -22,9 +22,10 @@ from targets import ClickHouseMarkerTarget
 from targets.clickhouse_marker import MARKER_COLUMNS, MARKER_COLUMNS_ADDED
 from workflows import clickhouse, leases, loader, sql
 from workflows.migrate import migrate
-from workflows.schema import TABLES
+from workflows.schema import SCHEMAS, TABLES
+from workflows.slices import Slice
 from workflows.sources import sot_clickhouse
-from workflows.status import loaded_days
+from workflows.state import loaded_days
 
 from engines import Engine26, Server1816
 from original_ddl import create_original
@@ -61,9 +62,17 @@ def test_the_current_engine_is_26_6_or_later(engine26):
     assert (major, minor) >= (26, 6)
 
 
+def into(engine, database, table):
+    return clickhouse.Destination(engine, database, SCHEMAS[table])
+
+
 def load(engine, database, table, path, date=DATE, allow_empty=False):
-    return loader.load_parquet(engine, database, TABLES[table], path, date, WINDOW, NETWORK,
-                               allow_empty=allow_empty, insert=engine.insert_native)
+    return loader.DayLoad(into(engine, database, table), Slice(NETWORK, date, WINDOW), allow_empty,
+                          engine.insert_native).load(path)
+
+
+def counted(engine, database, table, date=DATE):
+    return clickhouse.count_day_rows(into(engine, database, table), Slice(NETWORK, date, WINDOW))
 
 
 def zero_row_file(tmp_path, table, date):
@@ -89,45 +98,46 @@ def scenario(engine, tmp_path):
     folder = write_snapshot(str(tmp_path / "sot"), NETWORK, DATE, WINDOW, make_snapshot(NETWORK, DATE, WINDOW, 300))
     seen["loaded"] = {t: load(engine, database, t, f"{folder}/{t}.parquet") for t in TABLES}
     seen["reloaded"] = {t: load(engine, database, t, f"{folder}/{t}.parquet") for t in TABLES}
-    seen["counts"] = {t: clickhouse.count_rows(engine, database, t, DATE, WINDOW) for t in TABLES}
+    seen["counts"] = {t: counted(engine, database, t) for t in TABLES}
 
     # as VerifyChecksums stages a file for its download and LoadTable swaps it in
-    download, alerts = uuid.uuid4().hex, TABLES["raw_alerts"]
+    download, day = uuid.uuid4().hex, Slice(NETWORK, DATE, WINDOW)
+    alerts = loader.DayLoad(into(engine, database, "raw_alerts"), day, insert=engine.insert_native)
     for _ in range(2):  # two runs staged the same download; the second stage is left over
-        with clickhouse.staging_table(engine, database, alerts, DATE, WINDOW) as staging:
-            rows = loader.stage_parquet(engine, database, alerts, f"{folder}/raw_alerts.parquet", staging, DATE,
-                                        WINDOW, NETWORK, insert=engine.insert_native)
-            clickhouse.keep_staged(engine, database, staging, "raw_alerts", DATE, WINDOW, download)
+        with clickhouse.staging_table(alerts.into, day) as staging:
+            rows = alerts.stage(f"{folder}/raw_alerts.parquet", staging)
+            clickhouse.keep_staged(alerts.into, staging, day, download)
     seen["staged not found"] = (
-        clickhouse.claim_staged(engine, database, "raw_alerts", DATE, WINDOW, "f" * 32, rows),
-        clickhouse.claim_staged(engine, database, "raw_clusters", DATE, WINDOW, download, rows))
-    claimed = clickhouse.claim_staged(engine, database, "raw_alerts", DATE, WINDOW, download, rows)
+        clickhouse.claim_staged(alerts.into, day, "f" * 32, rows),
+        clickhouse.claim_staged(into(engine, database, "raw_clusters"), day, download, rows))
+    claimed = clickhouse.claim_staged(alerts.into, day, download, rows)
     with clickhouse.dropped_after(engine, database, claimed):
-        loader.swap_in(engine, database, alerts, claimed, DATE, WINDOW, rows)
+        alerts.swap_in(claimed, rows)
     seen["claimed"] = clickhouse.staging_owner(claimed) == leases.owner()
-    seen["left over"] = len(clickhouse.drop_staged(engine, database, DATE, WINDOW))
-    seen["swapped in"] = clickhouse.count_rows(engine, database, "raw_alerts", DATE, WINDOW)
+    seen["left over"] = len(clickhouse.drop_staged(engine, database, day))
+    seen["swapped in"] = counted(engine, database, "raw_alerts")
 
     empty_today = zero_row_file(tmp_path, "raw_clusters", DATE)
     with pytest.raises(loader.FileMismatch, match="has zero rows, but the day holds"):
         load(engine, database, "raw_clusters", f"{empty_today}/raw_clusters.parquet")
-    seen["after refused empty"] = clickhouse.count_rows(engine, database, "raw_clusters", DATE, WINDOW)
+    seen["after refused empty"] = counted(engine, database, "raw_clusters")
     seen["allowed empty"] = load(engine, database, "raw_clusters", f"{empty_today}/raw_clusters.parquet",
                                  allow_empty=True)
-    seen["after allowed empty"] = clickhouse.count_rows(engine, database, "raw_clusters", DATE, WINDOW)
+    seen["after allowed empty"] = counted(engine, database, "raw_clusters")
     empty_other = zero_row_file(tmp_path, "raw_alerts", OTHER_DATE)
     seen["new empty day"] = load(engine, database, "raw_alerts", f"{empty_other}/raw_alerts.parquet", OTHER_DATE)
-    seen["other days untouched"] = {t: clickhouse.count_rows(engine, database, t, DATE, WINDOW) for t in TABLES}
+    seen["other days untouched"] = {t: counted(engine, database, t) for t in TABLES}
 
-    marker = ClickHouseMarkerTarget(engine, database, NETWORK, DATE, WINDOW, "raw_alerts")
+    marker = ClickHouseMarkerTarget(engine, database, Slice(NETWORK, DATE, WINDOW), "raw_alerts")
     seen["marker before"] = marker.exists()
     marker.touch(seen["loaded"]["raw_alerts"])
-    ClickHouseMarkerTarget(engine, database, NETWORK, OTHER_DATE, WINDOW, "raw_features").touch(7)  # rows it lacks
+    other_day = Slice(NETWORK, OTHER_DATE, WINDOW)
+    ClickHouseMarkerTarget(engine, database, other_day, "raw_features").touch(7)  # rows it lacks
     seen["marker set"] = (marker.exists(), marker.loaded_rows())
     seen["status"] = loaded_days(engine, database, NETWORK, [DATE, OTHER_DATE], WINDOW)
     seen["complete before"] = engine.execute(f"SELECT * FROM {database}.complete_days")
     for table in TABLES:
-        day_marker = ClickHouseMarkerTarget(engine, database, NETWORK, DATE, WINDOW, table)
+        day_marker = ClickHouseMarkerTarget(engine, database, Slice(NETWORK, DATE, WINDOW), table)
         day_marker.touch(seen["other days untouched"][table])
     seen["complete after"] = engine.execute(f"SELECT * FROM {database}.complete_days")
     marker.remove()
@@ -141,15 +151,16 @@ def scenario(engine, tmp_path):
     seen["migrated"] = migrated_original(engine, database, folder)
     seen["marker columns added"] = marker_columns_added(engine, database)
 
-    leftover = clickhouse.staging_name("raw_alerts", DATE, WINDOW)
-    engine.execute(*sql.create_table(database, TABLES["raw_alerts"], leftover))
+    leftover = clickhouse.staging_name("raw_alerts", Slice(NETWORK, DATE, WINDOW))
+    engine.execute(*sql.create_table(database, SCHEMAS["raw_alerts"], leftover))
     seen["fresh staging kept"] = clickhouse.sweep_staging(engine, database)
     time.sleep(1.1)
     seen["stale staging swept"] = clickhouse.sweep_staging(engine, database, max_age_seconds=0) == [leftover]
     seen["tables at the end"] = engine.execute(
         "SELECT name FROM system.tables WHERE database = %(d)s ORDER BY name", {"d": database})
-    seen["rows"] = {t: engine.execute(f"SELECT {', '.join(c.name for c in TABLES[t].columns if c.name != 'created_at')}"
-                                      f" FROM {database}.{t} ORDER BY {', '.join(TABLES[t].order_by)}")
+    seen["rows"] = {t: engine.execute(
+        f"SELECT {', '.join(c.name for c in SCHEMAS[t].columns if c.name != 'created_at')}"
+        f" FROM {database}.{t} ORDER BY {', '.join(SCHEMAS[t].order_by)}")
                     for t in TABLES}
     engine.execute(f"DROP DATABASE {database}")
     seen.update(sot_scenario(engine))
@@ -160,8 +171,9 @@ def fill_original(engine, database, folder, tables):
     """The original tables (original_ddl), holding the day's rows of the snapshot in `folder`."""
     create_original(engine, database, modern=engine.generation != "18.16", tables=tables)
     for table in tables:
-        source = loader.CheckedParquet(f"{folder}/{table}.parquet", TABLES[table], DATE, WINDOW, NETWORK)
-        engine.insert_native(database, table, [c.name for c in source.columns], loader.encoded_blocks(source))
+        source = loader.CheckedParquet(f"{folder}/{table}.parquet", SCHEMAS[table], Slice(NETWORK, DATE, WINDOW))
+        statement, _ = sql.insert_rows(database, table, [c.name for c in source.columns])
+        engine.insert_native(statement, loader.encoded_blocks(source))
 
 
 def migrated_original(engine, database, folder):
@@ -186,7 +198,8 @@ def marker_columns_added(engine, database):
     engine.execute(f"CREATE TABLE {earlier}.ingestion_markers ({first_release}) ENGINE = ReplacingMergeTree(version)"
                    " ORDER BY (network, processing_date, window_days, table_name)")
     clickhouse.ensure_schema(engine, earlier)
-    ClickHouseMarkerTarget(engine, earlier, NETWORK, DATE, WINDOW, "raw_alerts").touch(5, (["extra"], ["severity"]))
+    marker = ClickHouseMarkerTarget(engine, earlier, Slice(NETWORK, DATE, WINDOW), "raw_alerts")
+    marker.touch(5, (["extra"], ["severity"]))
     seen = engine.execute(f"SELECT rows, ignored_columns, defaulted_columns FROM {earlier}.ingestion_markers")
     engine.execute(f"DROP DATABASE {earlier}")
     return seen
@@ -204,7 +217,7 @@ def sot_scenario(engine):
     sample.fill_sot_database(engine, sot, snapshot, insert=engine.insert_native)
     sample.fill_sot_database(engine, sot, {"raw_address_labels": make_snapshot("bitcoin", DATE, WINDOW, 100)[
         "raw_address_labels"]}, insert=engine.insert_native)
-    day = sot_clickhouse.SotDay(engine, sot, NETWORK, DATE, WINDOW)
+    day = sot_clickhouse.SotDay(engine, sot, Slice(NETWORK, DATE, WINDOW))
     seen = {"sot versions held": {t: engine.execute(f"SELECT count() FROM {sot}.{name}")[0][0]
                                   for t, name in sot_clickhouse.SOT_TABLES.items()},
             "sot counts": {t: day.count(t) for t in TABLES},
@@ -226,7 +239,7 @@ def exported_rows(day, table):
 def published_rows(arrow_table, table):
     """The newest version of each row filled in: the sample's rows, in the
     columns the SOT's table has (no created_at; labels without the day), sorted."""
-    columns = [c.name for c in sample.sot_columns(table) if c.name in TABLES[table].column_names]
+    columns = [c.name for c in sample.sot_columns(table) if c.name in SCHEMAS[table].column_names]
     return sorted(tuple(row[c] for c in columns) for row in arrow_table.select(columns).to_pylist())
 
 
@@ -300,7 +313,7 @@ def test_a_database_of_the_old_system_migrated_keeps_bool_and_skip_indexes_and_t
             ("raw_features", "idx_is_whale"), ("raw_features", "idx_window_days")]
     again = write_snapshot(str(tmp_path / "again"), NETWORK, DATE, WINDOW, make_snapshot(NETWORK, DATE, WINDOW, 200))
     assert load(engine, database, "raw_features", f"{again}/raw_features.parquet") == 200
-    assert clickhouse.count_rows(engine, database, "raw_features", DATE, WINDOW) == 200
+    assert counted(engine, database, "raw_features") == 200
     engine.execute(f"DROP DATABASE {database}")
 
 
@@ -308,10 +321,11 @@ def test_a_zero_row_day_fails_with_replace_partition_on_the_current_engine(engin
     """Why swap_day drops the partition for an empty day: 26.6+ refuses the swap."""
     database = new_database()
     clickhouse.ensure_schema(engine26, database)
-    with clickhouse.staging_table(engine26, database, TABLES["raw_alerts"], DATE, WINDOW) as staging:
+    alerts, day = into(engine26, database, "raw_alerts"), Slice(NETWORK, DATE, WINDOW)
+    with clickhouse.staging_table(alerts, day) as staging:
         with pytest.raises(RuntimeError, match="REPLACE PARTITION"):
             engine26.execute(*sql.replace_partition(database, "raw_alerts", staging, DATE, WINDOW))
-        clickhouse.swap_day(engine26, database, "raw_alerts", staging, DATE, WINDOW, 0)
+        clickhouse.swap_day(alerts, staging, day, 0)
 
 
 def edge_snapshot(date=DATE):
@@ -320,7 +334,7 @@ def edge_snapshot(date=DATE):
     columns that have a default. write_snapshot adds int64 integers."""
     tables = {}
     for name, table in make_snapshot(NETWORK, date, WINDOW, 1000).items():
-        schema = TABLES[name]
+        schema = SCHEMAS[name]
         for i, field in enumerate(table.schema):
             column = next(c for c in schema.columns if c.name == field.name)
             values = table.column(i).to_pylist()
@@ -341,7 +355,7 @@ def edge_snapshot(date=DATE):
 def expected_rows(table, arrow_table):
     """The file's rows as the table holds them, in the file's columns: nulls
     become the column's default."""
-    schema = TABLES[table]
+    schema = SCHEMAS[table]
     columns = [c for c in schema.columns if c.name in arrow_table.column_names]
     ordered = arrow_table.sort_by([(key, "ascending") for key in schema.order_by]).to_pylist()
     return [tuple(c.default_value() if row[c.name] is None else row[c.name] for c in columns) for row in ordered]
@@ -355,7 +369,7 @@ def test_the_loaders_bytes_read_back_row_by_row(engine, table, tmp_path):
     clickhouse.ensure_schema(engine, database)
     assert load(engine, database, table, f"{folder}/{table}.parquet") == snapshot[table].num_rows
 
-    schema = TABLES[table]
+    schema = SCHEMAS[table]
     columns = [c.name for c in schema.columns if c.name in snapshot[table].column_names]
     rows = engine.execute(f"SELECT {', '.join(columns)} FROM {database}.{table}"
                           f" ORDER BY {', '.join(schema.order_by)}")
@@ -373,7 +387,7 @@ def test_the_sot_exports_http_reader_reads_row_by_row_what_the_engine_holds(engi
     clickhouse.ensure_schema(engine, database)
     load(engine, database, table, f"{folder}/{table}.parquet")
 
-    query = f"SELECT * FROM {database}.{table} ORDER BY {', '.join(TABLES[table].order_by)}"
+    query = f"SELECT * FROM {database}.{table} ORDER BY {', '.join(SCHEMAS[table].order_by)}"
     rows = engine.http_rows(query)
     assert len(rows) == 1000 // {"raw_features": 1, "raw_alerts": 10, "raw_clusters": 100, "raw_address_labels": 20}[
         table]
@@ -386,12 +400,12 @@ def test_a_current_sots_bool_flags_are_exported_as_the_tables_uint8(engine26):
     export has the server CAST them to the table's UInt8."""
     sot = new_database()
     sample.create_sot_tables(engine26, sot)
-    flags = [c.name for c in TABLES["raw_features"].columns if c.name.startswith("is_")]
+    flags = [c.name for c in SCHEMAS["raw_features"].columns if c.name.startswith("is_")]
     engine26.execute(f"ALTER TABLE {sot}.analyzers_features " + ", ".join(f"MODIFY COLUMN {f} Bool" for f in flags))
     features = make_snapshot(NETWORK, DATE, WINDOW, 50)["raw_features"]
     sample.fill_sot_database(engine26, sot, {"raw_features": features}, insert=engine26.insert_native)
 
-    exported = exported_rows(sot_clickhouse.SotDay(engine26, sot, NETWORK, DATE, WINDOW), "raw_features")
+    exported = exported_rows(sot_clickhouse.SotDay(engine26, sot, Slice(NETWORK, DATE, WINDOW)), "raw_features")
 
     assert exported == published_rows(features, "raw_features")
     engine26.execute(f"DROP DATABASE {sot}")
@@ -408,7 +422,7 @@ def test_an_export_holds_every_row_whatever_its_blocks_and_row_groups(engine, ro
     sample.fill_sot_database(engine, sot, {"raw_alerts": alerts}, insert=engine.insert_native)
     out = sot_clickhouse.HashingWriter(io.BytesIO())
 
-    assert sot_clickhouse.SotDay(engine, sot, NETWORK, DATE, WINDOW).export_table("raw_alerts", out) == rows
+    assert sot_clickhouse.SotDay(engine, sot, Slice(NETWORK, DATE, WINDOW)).export_table("raw_alerts", out) == rows
 
     exported = pq.ParquetFile(pa.BufferReader(out.out.getvalue()))
     groups = [exported.metadata.row_group(i).num_rows for i in range(exported.metadata.num_row_groups)]

@@ -6,10 +6,14 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from devkit.demo import USUAL_PORTS
 from devkit.local_servers import port_free
 
 from conftest import REPO
+
+pytestmark = pytest.mark.servers  # the demo starts its own
 
 
 def test_a_demo_whose_port_is_taken_runs_on_its_own_servers_and_stops_only_them(tmp_path):

@@ -15,10 +15,10 @@ from clickhouse_driver import Client
 
 from devkit.local_servers import clickhouse_server, free_port, redis_server
 from devkit.sample import make_snapshot
+from targets.redis_marker import marker_key
 from workflows import cli, disk
-from workflows.meta import TABLES
+from workflows.schema import TABLES
 from workflows.sources.base import space_needed
-from workflows.tasks import marker_key
 
 from conftest import DATE, REPO, WINDOW, luigid_tasks
 

@@ -8,7 +8,7 @@ import urllib.request
 
 from devkit.local_servers import Server, free_port, luigid_server
 from workflows.config import DEFAULTS, LUIGI_FROM_ENVIRONMENT
-from workflows.meta import TABLES
+from workflows.schema import TABLES
 
 from conftest import DATE, REPO, luigid_tasks
 

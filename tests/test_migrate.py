@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from devkit.sample import make_snapshot
-from workflows.meta import TABLES
+from workflows.schema import TABLES
 
 from conftest import DATE, REPO, WINDOW
 from original_ddl import create_original

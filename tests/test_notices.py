@@ -14,8 +14,9 @@ import urllib.request
 import pytest
 
 from workflows import scheduler
-from workflows.meta import TABLES
-from workflows.tasks import day_tasks
+from workflows.pipeline.daily import day_tasks
+from workflows.schema import TABLES
+from workflows.slices import Slice
 
 from conftest import DATE, REPO, WINDOW, luigid_tasks
 
@@ -169,7 +170,7 @@ def test_a_reset_starts_the_attempts_again_at_1(pipeline, luigid):
     assert first.returncode == again.returncode == 30 and cli_reset.returncode == 0, cli_reset.stderr
     assert attempts_said(first.stderr) == attempts_said(again.stderr) == ["1 of 2", "2 of 2"]
     assert "failed: VerifyChecksums, attempt 2 of 2, gave up: " in status_of_the_day(pipeline)  # the second round's
-    scheduler.re_enable(day_tasks("ethereum", DATE, WINDOW), luigid)  # as luigid does after disable_persist
+    scheduler.re_enable(day_tasks(Slice("ethereum", DATE, WINDOW)), luigid)  # as luigid does after disable_persist
     assert "disabled in luigid" not in status_of_the_day(pipeline)
 
 

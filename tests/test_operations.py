@@ -10,7 +10,7 @@ from clickhouse_driver import Client
 
 from devkit.sample import make_snapshot
 from workflows import cli, clickhouse, sql
-from workflows.meta import TABLES
+from workflows.schema import TABLES
 
 from conftest import DATE, REPO, luigid_tasks
 
@@ -215,7 +215,7 @@ def test_listing_staging_tables_while_other_loads_make_and_drop_theirs_never_fai
     try:
         deadline, reads = time.monotonic() + 5, 0
         while time.monotonic() < deadline:  # about 1,000 reads; without the retry, about 1 in 150 fails
-            clickhouse.listed(pipeline.ch, sql.staging_tables(database))
+            clickhouse.query_tables_retrying(pipeline.ch, sql.staging_tables(database))
             reads += 1
     finally:
         stop.set()

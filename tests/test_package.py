@@ -14,7 +14,8 @@ def test_the_wheel_holds_the_product_and_no_dev_kit(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     code = {name for name in names if ".dist-info/" not in name}
 
-    assert {"workflows/luigi.cfg", "workflows/tasks.py", "workflows/sources/s3.py", "targets/redis_marker.py"} <= code
+    assert {"workflows/luigi.cfg", "workflows/pipeline/steps.py", "workflows/sources/s3.py",
+            "targets/redis_marker.py"} <= code
     assert {name.split("/")[0] for name in code} == {"workflows", "targets"}
     for name in code:
         assert not any(part in name for part in ("demo", "sample", "local_servers", "devkit", "bench", "tests")), name

@@ -11,8 +11,10 @@ import pytest
 
 from devkit.sample import make_snapshot
 from targets import ClickHouseMarkerTarget
-from workflows import cli, tasks
-from workflows.meta import TABLES
+from workflows import cli, state
+from workflows.pipeline import steps
+from workflows.schema import TABLES
+from workflows.slices import Slice
 
 from conftest import DATE, WINDOW, expected_rows
 
@@ -54,7 +56,8 @@ def test_deleted_table_marker_reloads_only_that_table_after_a_fresh_download(pip
     tables = pipeline.publish()
     assert pipeline.run()
     before = {t: v for t, _, _, _, v in pipeline.markers()}
-    ClickHouseMarkerTarget(pipeline.ch, "risk_assessment_ethereum", "ethereum", DATE, WINDOW, "raw_alerts").remove()
+    ClickHouseMarkerTarget(pipeline.ch, "risk_assessment_ethereum", Slice("ethereum", DATE, WINDOW),
+                           "raw_alerts").remove()
     pipeline.ran.clear()
 
     assert pipeline.run()
@@ -78,13 +81,13 @@ def staging_tables(pipeline):
 def check_and_stage(pipeline):
     """The day up to VerifyChecksums, which stages every file for its load."""
     luigi.task_register.Register.clear_instance_cache()
-    assert luigi.build([tasks.VerifyChecksums("ethereum", DATE, WINDOW)], local_scheduler=True, log_level="WARNING")
+    assert luigi.build([steps.VerifyChecksums("ethereum", DATE, WINDOW)], local_scheduler=True, log_level="WARNING")
 
 
 def test_each_file_is_decoded_once_the_loads_swap_in_what_verify_checksums_staged(pipeline):
     tables = pipeline.publish()
     check_and_stage(pipeline)
-    download = open(os.path.join(pipeline.download_dir(), tasks.DOWNLOAD_STAMP)).read()
+    download = open(os.path.join(pipeline.download_dir(), state.DOWNLOAD_STAMP)).read()
     staged = staging_tables(pipeline)
     assert sorted(name.split("_20241030_")[0] for name in staged) == sorted(f"_staging_{t}" for t in TABLES)
     assert {name.split("_")[-2] for name in staged} == {f"d{download[:12]}"}  # kept for the download
@@ -172,7 +175,8 @@ def test_reload_replaces_the_day_and_leaves_other_dates(pipeline):
     assert pipeline.run()
     # the SOT republishes the day with other rows; a reset table is replaced, not appended to
     republished = pipeline.publish(tables=make_snapshot("ethereum", DATE, WINDOW, 300, seed=7))
-    ClickHouseMarkerTarget(pipeline.ch, "risk_assessment_ethereum", "ethereum", DATE, WINDOW, "raw_features").remove()
+    ClickHouseMarkerTarget(pipeline.ch, "risk_assessment_ethereum", Slice("ethereum", DATE, WINDOW),
+                           "raw_features").remove()
 
     assert pipeline.run()
 
@@ -191,12 +195,12 @@ def test_int64_integer_columns_and_legacy_meta_are_accepted(pipeline):
 
 def test_validation_marker_counts_only_while_its_download_is_on_disk(pipeline):
     pipeline.publish()
-    validate = tasks.ValidateMeta("ethereum", DATE, WINDOW)
-    tasks.DownloadSOT("ethereum", DATE, WINDOW).execute()
+    validate = steps.ValidateMeta("ethereum", DATE, WINDOW)
+    steps.DownloadSOT("ethereum", DATE, WINDOW).execute()
     validate.execute()
     assert validate.complete()
 
-    tasks.DownloadSOT("ethereum", DATE, WINDOW).execute()  # a fresh download of the same snapshot
+    steps.DownloadSOT("ethereum", DATE, WINDOW).execute()  # a fresh download of the same snapshot
 
     assert not validate.complete()
 
@@ -207,7 +211,7 @@ def test_download_killed_half_way_never_looks_complete(pipeline):
     partial = os.path.join(parent, f"{WINDOW}.partial-deadbeef")
     os.makedirs(partial)
     open(os.path.join(partial, "raw_features.parquet"), "wb").write(b"PAR1 half")
-    download = tasks.DownloadSOT("ethereum", DATE, WINDOW)
+    download = steps.DownloadSOT("ethereum", DATE, WINDOW)
     assert not download.complete()
 
     download.execute()
@@ -240,7 +244,7 @@ def test_a_zero_row_file_for_a_new_day_loads(pipeline):
     pipeline.publish(tables=dict(tables, raw_alerts=tables["raw_alerts"].slice(0, 0)))
     assert pipeline.run()
     assert pipeline.counts() == {t: 0 if t == "raw_alerts" else tables[t].num_rows for t in TABLES}
-    assert ClickHouseMarkerTarget(pipeline.ch, "risk_assessment_ethereum", "ethereum", DATE, WINDOW,
+    assert ClickHouseMarkerTarget(pipeline.ch, "risk_assessment_ethereum", Slice("ethereum", DATE, WINDOW),
                                   "raw_alerts").loaded_rows() == 0
 
 

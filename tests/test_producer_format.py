@@ -11,7 +11,7 @@ import pytest
 
 from devkit.producer import ProducerDay, sha256
 from workflows import cli
-from workflows.meta import TABLES
+from workflows.schema import TABLES
 
 from conftest import DATE, WINDOW
 from s3store import BUCKET

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from devkit.sample import make_snapshot
 from workflows.loader import FileMismatch, check_parquet
-from workflows.meta import PRODUCER_NAMES, PRODUCER_OPTIONAL, TABLES, MetaError, parse_meta
-from workflows.schema import TABLES as SCHEMAS
+from workflows.meta import PRODUCER_NAMES, PRODUCER_OPTIONAL, MetaError, parse_meta
+from workflows.schema import SCHEMAS, TABLES
+from workflows.slices import Slice
 
 DATE, WINDOW, NETWORK = dt.date(2024, 10, 30), 195, "ethereum"
 PLAIN = set(string.ascii_letters + string.digits + "_.-")
@@ -117,7 +118,7 @@ def checked(tmp_path_factory, table_name, data):
     path = tmp_path_factory.mktemp("p") / f"{table_name}.parquet"
     path.write_bytes(data)
     try:
-        return check_parquet(str(path), SCHEMAS[table_name], DATE, WINDOW, NETWORK)
+        return check_parquet(str(path), SCHEMAS[table_name], Slice(NETWORK, DATE, WINDOW))
     except FileMismatch as exc:
         assert "\n" not in str(exc) and str(exc)
         return None

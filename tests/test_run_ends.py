@@ -8,7 +8,7 @@ import time
 import pytest
 
 from devkit.local_servers import free_port
-from workflows.meta import TABLES
+from workflows.schema import TABLES
 
 from conftest import DATE, WINDOW
 

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from devkit.local_servers import free_port
-from workflows.meta import META_FILENAME, TABLES
+from workflows.meta import META_FILENAME
+from workflows.schema import TABLES
 
 from conftest import DATE, WINDOW, luigid_tasks
 from s3store import BUCKET, PREFIX, S3Store

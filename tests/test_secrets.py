@@ -13,7 +13,7 @@ from clickhouse_driver import Client
 
 from devkit.local_servers import clickhouse_server, free_port, redis_server
 from workflows import scheduler
-from workflows.meta import TABLES
+from workflows.schema import TABLES
 
 from conftest import DATE, REPO, WEBHOOK_TOKEN, luigid_tasks
 

@@ -16,8 +16,8 @@ from clickhouse_driver import Client
 
 from devkit.local_servers import clickhouse_server, free_port
 from devkit.sample import SUPERSEDED_COLUMNS, SUPERSEDED_ROWS, create_sot_tables, fill_sot_database, make_snapshot
-from workflows.meta import META_FILENAME, TABLES
-from workflows.schema import TABLES as SCHEMAS
+from workflows.meta import META_FILENAME
+from workflows.schema import SCHEMAS, TABLES
 from workflows.sources.sot_clickhouse import SOT_TABLES
 from workflows.sources.sot_http import HttpClickHouse, HttpServerError
 

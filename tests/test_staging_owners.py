@@ -19,11 +19,13 @@ import sys, datetime as dt
 from clickhouse_driver import Client
 from redis import Redis
 from workflows import clickhouse, leases
-from workflows.schema import TABLES
+from workflows.schema import SCHEMAS, TABLES
+from workflows.slices import Slice
 port, redis_url, database = sys.argv[1:4]
 leases.hold(Redis.from_url(redis_url))
-with clickhouse.staging_table(Client("127.0.0.1", port=int(port)), database, TABLES["raw_alerts"],
-                              dt.date.fromisoformat("{DATE}"), {WINDOW}) as name:
+with clickhouse.staging_table(clickhouse.Destination(Client("127.0.0.1", port=int(port)), database,
+                                                    SCHEMAS["raw_alerts"]),
+                              Slice("ethereum", dt.date.fromisoformat("{DATE}"), {WINDOW})) as name:
     print(leases.owner(), name, flush=True)
     sys.stdin.read()  # holds the table until the test closes stdin, or kills it
 """

@@ -11,7 +11,7 @@ from clickhouse_driver import Client
 from devkit.local_servers import clickhouse_server, free_port, redis_server
 from devkit.sample import fill_sot_database, make_snapshot
 from workflows.config import Settings
-from workflows.meta import TABLES
+from workflows.schema import TABLES
 
 from conftest import DATE, REPO, WINDOW
 

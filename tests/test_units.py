@@ -15,10 +15,11 @@ from clickhouse_driver.varint import write_varint
 
 from workflows import sql as statements
 from workflows.config import ConfigError, Settings
-from workflows.errors import OneLineFailure, WithoutTracebacks
+from workflows.errors import OneLineFailure, OneLineTracebacks, WithoutTracebacks
 from workflows.meta import MetaError, file_digest, parse_meta
 from workflows.native import ColumnMismatch, conform, encode
-from workflows.schema import TABLES
+from workflows.schema import SCHEMAS
+from workflows.slices import Slice
 
 SHA = "ab" * 32
 MD5 = "cd" * 16
@@ -84,7 +85,6 @@ def test_settings_defaults():
 
 
 @pytest.mark.parametrize("env, message", [
-    ({}, "SOT_URL is not set"),
     (dict(ENV, CLICKHOUSE_PORT="nine"), "CLICKHOUSE_PORT: 'nine' is not a whole number"),
     (dict(ENV, REDIS_URL="", REDIS_PORT="99999"), "REDIS_PORT: 99999 is outside 1..65535"),
     (dict(ENV, INGESTION_NETWORKS="ethereum,Bit-coin"), "INGESTION_NETWORKS: 'Bit-coin' is not a network name"),
@@ -158,15 +158,15 @@ def test_values_that_do_not_fit_are_refused(array, ch_type, reason):
 
 
 def test_tables_have_the_contract_columns():
-    assert {name: len(t.columns) for name, t in TABLES.items()} == {
+    assert {name: len(t.columns) for name, t in SCHEMAS.items()} == {
         "raw_alerts": 16, "raw_features": 99, "raw_clusters": 16, "raw_address_labels": 12}
-    sql, _ = statements.create_table("db", TABLES["raw_alerts"])
+    sql, _ = statements.create_table("db", SCHEMAS["raw_alerts"])
     assert "`volume_usd` Decimal128(18) DEFAULT 0" in sql and "`created_at` DateTime DEFAULT now()" in sql
     assert "PARTITION BY (processing_date, window_days)" in sql and "LowCardinality" not in sql
 
 
 def test_read_ahead_keeps_order_and_hands_over_errors():
-    from workflows.clickhouse import read_ahead
+    from workflows.insert import read_ahead
 
     assert list(read_ahead(iter(range(100)), 2)) == list(range(100))
 
@@ -183,7 +183,7 @@ def test_read_ahead_keeps_order_and_hands_over_errors():
 def test_read_ahead_stops_its_thread_when_the_consumer_stops():
     import threading
 
-    from workflows.clickhouse import read_ahead
+    from workflows.insert import read_ahead
 
     items = read_ahead(iter(range(10**6)), 2)
     assert next(items) == 0
@@ -249,7 +249,7 @@ def test_strings_of_one_length_take_the_same_layout():
 
 
 def test_the_clickhouse_driver_internals_the_insert_relies_on_are_there():
-    """workflows/clickhouse.insert_blocks speaks the driver's packet layer:
+    """workflows/insert.insert_blocks speaks the driver's packet layer:
     this fails when a driver upgrade moves what it relies on."""
     import inspect
 
@@ -258,7 +258,7 @@ def test_the_clickhouse_driver_internals_the_insert_relies_on_are_there():
     from clickhouse_driver.client import Client
     from clickhouse_driver.connection import Connection
 
-    from workflows.clickhouse import DRIVER_INTERNALS
+    from workflows.insert import DRIVER_INTERNALS
 
     assert clickhouse_driver.__version__ == "0.2.11"
     owners = {"Client": Client, "Connection": Connection}
@@ -278,7 +278,7 @@ def test_native_block_frames_columns_as_the_native_format():
     encoded = [("n", "UInt16", encode(conform(pa.array([1, 300], pa.int64()), "UInt16"), "UInt16")),
                ("s", "String", encode(conform(pa.array(["a", "Ω" * 100]), "String"), "String"))]
     plain = b"".join(bytes(b) for b in native_block(2, encoded))
-    flagged = b"".join(bytes(b) for b in native_block(2, encoded, custom_serialization=True))
+    flagged = b"".join(bytes(b) for b in native_block(2, encoded, revision=54454))
 
     head = leb128(2) + leb128(2)
     n_column = leb128(1) + b"n" + leb128(6) + b"UInt16"
@@ -331,12 +331,12 @@ def test_a_staging_table_is_abandoned_when_its_owners_lease_lapsed_or_it_is_old(
     from workflows import leases
     from workflows.clickhouse import abandoned, staging_name, staging_owner
 
-    mine = staging_name("raw_alerts", dt.date(2024, 10, 30), 195)
+    mine = staging_name("raw_alerts", Slice("ethereum", dt.date(2024, 10, 30), 195))
     assert staging_owner(mine) == leases.owner() and leases.owner().startswith("p")
     held = {leases.owner()}
     assert not abandoned(mine, 10, held) and abandoned(mine, 2 * 3600, held)
     assert abandoned(mine, 10, set())  # its owner's lease lapsed: a dead process, on any host or in any container
-    handed_over = staging_name("raw_alerts", dt.date(2024, 10, 30), 195, download_id="d" * 32)
+    handed_over = staging_name("raw_alerts", Slice("ethereum", dt.date(2024, 10, 30), 195), download_id="d" * 32)
     assert not abandoned(handed_over, 10, set()) and abandoned(handed_over, 2 * 3600, set())  # outlives its stager
 
 
@@ -354,7 +354,7 @@ def test_a_date_beyond_pythons_range_is_named_not_a_crash(tmp_path):
                              pa.array(dates, pa.int32()).cast(pa.date32()))
     pq.write_table(table, tmp_path / "labels.parquet")
     with pytest.raises(FileMismatch, match=r"column processing_date: rows of date32\[day\] 1073741824 in a snapshot"):
-        check_parquet(str(tmp_path / "labels.parquet"), TABLES["raw_address_labels"], day, 195, "ethereum")
+        check_parquet(str(tmp_path / "labels.parquet"), SCHEMAS["raw_address_labels"], Slice("ethereum", day, 195))
 
 
 class Unreachable(OneLineFailure):
@@ -378,14 +378,14 @@ def raised(exc):
         return caught
 
 
-@pytest.mark.parametrize("always", [False, True])
-def test_a_one_line_failure_is_logged_as_its_line_without_a_traceback(always):
+@pytest.mark.parametrize("one_line_filter", [WithoutTracebacks, OneLineTracebacks])
+def test_a_one_line_failure_is_logged_as_its_line_without_a_traceback(one_line_filter):
     def log(logger):
         try:
             raise Unreachable("Redis 127.0.0.1:1: refused")
         except Unreachable:
             logger.exception("[pid %s] failed %s", 7, "Task()")
-    assert logged(WithoutTracebacks(always), log) == "[pid 7] failed Task(): Redis 127.0.0.1:1: refused\n"
+    assert logged(one_line_filter(), log) == "[pid 7] failed Task(): Redis 127.0.0.1:1: refused\n"
 
 
 def test_other_failures_keep_their_traceback_unless_every_one_is_reported_again():
@@ -396,7 +396,7 @@ def test_other_failures_keep_their_traceback_unless_every_one_is_reported_again(
             logger.exception("failed %s", "Task()")
     kept = logged(WithoutTracebacks(), log)
     assert kept.startswith("failed Task()\nTraceback (most recent call last):") and "KeyError: 'surprise'" in kept
-    assert logged(WithoutTracebacks(always=True), log) == "failed Task(): KeyError: 'surprise'\n"
+    assert logged(OneLineTracebacks(), log) == "failed Task(): KeyError: 'surprise'\n"
 
 
 def test_a_failed_complete_logged_with_its_trace_in_the_text_keeps_only_the_one_line():
@@ -416,7 +416,7 @@ def test_a_compressed_frame_is_what_clickhouse_reads():
     from clickhouse_cityhash.cityhash import CityHash128
     from clickhouse_driver.reader import read_binary_uint128
 
-    from workflows.clickhouse import compressed_frame
+    from workflows.insert import compressed_frame
 
     data = b"".join(struct.pack("<I", i % 256) + b"\x2a0x" + b"ab" * 20 for i in range(20_000))  # column-like
     checksum, rest = compressed_frame(data)
@@ -439,13 +439,13 @@ def test_an_unknown_compression_is_refused():
 
 def test_arrows_own_allocations_use_the_pool_that_returns_freed_memory():
     """The Parquet reader's pages come from Arrow's process-wide default
-    pool, which is chosen at its first use: importing the package first
+    pool, which is chosen at its first use: importing the loader first
     makes it jemalloc (pyarrow's default, mimalloc, keeps 75 MB more)."""
     import os
     import subprocess
     import sys
 
-    code = "import workflows, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+    code = "import workflows.loader, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert shown.stdout.strip() == "jemalloc"
@@ -463,7 +463,7 @@ def test_key_columns_reads_a_key_however_the_server_spells_it():
 
 def test_layout_differences_name_what_keeps_a_table_from_a_day_swap():
     from workflows.layout import ServedTable, layout_differences, migrated_layout
-    from workflows.schema import TABLES as SCHEMAS
+    from workflows.schema import SCHEMAS
     features = SCHEMAS["raw_features"]
     ours = tuple((c.name, c.type.replace("Decimal128(18)", "Decimal(38, 18)")) for c in features.columns)
     served = ServedTable("MergeTree", "(processing_date, window_days)", "processing_date, window_days, address", ours)
@@ -483,3 +483,12 @@ def test_layout_differences_name_what_keeps_a_table_from_a_day_swap():
     assert rebuilt.indexes == original.indexes and rebuilt.order_by == features.order_by
     assert {c.name: c.type for c in rebuilt.columns}["is_whale"] == "Bool"
     assert {c.name: c.type for c in rebuilt.columns}["kcore"] == "UInt32"  # not the same bytes: the pipeline's
+
+
+def test_only_the_steps_that_read_the_store_need_sot_url():
+    from workflows.config import require_sot_url
+
+    settings = Settings.from_env({})  # status, reset, crontab and check read no snapshot
+    with pytest.raises(ConfigError, match="SOT_URL is not set"):
+        require_sot_url(settings)
+    require_sot_url(Settings.from_env({"SOT_URL": "/x"}))

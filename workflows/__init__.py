@@ -1,18 +1,22 @@
-"""SOT snapshot ingestion: `luigi --module workflows RunDaily`."""
-import os
+"""SOT snapshot ingestion: `luigi --module workflows RunDaily`.
 
-# Arrow's C++ code, the Parquet reader's pages among it, allocates from the
-# process's default memory pool, chosen once, at its first use, from this
-# variable: jemalloc, which workflows.loader has return freed memory soon.
-# Left to pyarrow's default (mimalloc), a 1M-row load holds 75 MB more.
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+Importing a module of this package loads only what that module needs. The
+luigi tasks (workflows.pipeline) are loaded when luigi itself is loaded:
+`luigi --module workflows` imports this package and then looks the task up
+by name in luigi's registry, so they must be registered by then."""
+import importlib
+import sys
 
-from .config import apply_luigi_config  # noqa: E402
+TASKS = ("DownloadSOT", "ValidateMeta", "VerifyChecksums", "LoadTable", "Cleanup", "RunDaily", "RangeDaily")
+__all__ = list(TASKS)
 
-apply_luigi_config()  # before luigi reads its settings
 
-from luigi.tools.range import RangeDaily  # noqa: E402  (registers RangeDaily for --module workflows)
+def __getattr__(name: str) -> object:
+    """workflows.RunDaily and the other tasks, loading the pipeline at first use."""
+    if name in TASKS:
+        return getattr(importlib.import_module(".pipeline", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-from .tasks import Cleanup, DownloadSOT, LoadTable, RunDaily, ValidateMeta, VerifyChecksums  # noqa: E402
 
-__all__ = ["DownloadSOT", "ValidateMeta", "VerifyChecksums", "LoadTable", "Cleanup", "RunDaily", "RangeDaily"]
+if "luigi" in sys.modules:  # luigi's --module loading: the tasks must be registered now
+    importlib.import_module(".pipeline", __name__)

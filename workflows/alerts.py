@@ -11,11 +11,13 @@ import logging
 import os
 import time
 import urllib.request
+from typing import Any
 
 from luigi.configuration import get_config
 from redis import RedisError
 
 from .errors import one_line
+from .slices import Slice
 
 logger = logging.getLogger("workflows.alerts")
 DEFAULT_DISABLE_WINDOW = 3600
@@ -89,10 +91,13 @@ class Attempts:
         return len(recent)
 
 
-def notice(network, date, task, reason, attempts, table=None, event="task_gave_up"):
-    """`task_gave_up`: the last attempt failed; `cannot_check`: a server the
-    pipeline keeps its markers on did not answer, so nothing could run."""
-    return {"event": event, "network": network, "date": date.isoformat(), "task": task, "table": table,
+def notice(day: Slice, step: tuple[str, str | None], reason: str, attempts: int,
+           event: str = "task_gave_up") -> dict[str, Any]:
+    """`task_gave_up`: the last attempt of `step` ((task, table or None))
+    failed; `cannot_check`: a server the pipeline keeps its markers on did
+    not answer, so nothing could run."""
+    task, table = step
+    return {"event": event, "network": day.network, "date": day.date.isoformat(), "task": task, "table": table,
             "attempts": attempts, "reason": reason}
 
 

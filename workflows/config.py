@@ -3,11 +3,11 @@ environment and a `.env` file, validated before any I/O."""
 import os
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from dotenv import load_dotenv
-from luigi.configuration import LuigiConfigParser
 from redis.connection import parse_url as parse_redis_url
 
 NETWORK_NAME = re.compile(r"[a-z0-9_]+")
@@ -64,27 +64,15 @@ LUIGI_FROM_ENVIRONMENT = {
 }
 
 
-def apply_luigi_config(environ=os.environ):
-    """Loads `.env`, puts the package's luigi.cfg under the operator's
-    (luigi reads its paths in order, later ones overriding) and sets what
-    the environment gives. Without this a `luigi` run outside the project
-    directory would read no [retcode] and exit 0 on failure."""
-    load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
-    paths = LuigiConfigParser._config_paths
-    if LUIGI_DEFAULTS not in paths:
-        paths.insert(0, LUIGI_DEFAULTS)
-    LuigiConfigParser.reload()
-    config = LuigiConfigParser.instance()
-    for (section, option), (variable, _) in LUIGI_FROM_ENVIRONMENT.items():
-        value = environ.get(variable, "").strip()
-        if value:
-            if not config.has_section(section):
-                config.add_section(section)
-            config.set(section, option, value)
-
-
 class ConfigError(ValueError):
     """A setting has a value the pipeline cannot run with; the message names it."""
+
+
+def require_sot_url(settings: "Settings") -> None:
+    """The steps read the SOT store; commands that only look or write elsewhere do not need it."""
+    if not settings.sot_url:
+        raise ConfigError("SOT_URL is not set: give the SOT snapshot store as a path, file://, s3:// or"
+                          " clickhouse:// URL")
 
 
 @dataclass(frozen=True)
@@ -136,18 +124,14 @@ class Settings:
         return self.sot_database.replace("{network}", check_network(network))
 
     @classmethod
-    def from_env(cls, environ=None, reads_snapshots=True):
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         """Reads `environ` (default: the process environment after loading
-        `.env` from the working directory, which never overrides it).
-        `reads_snapshots=False`, for commands that never read the SOT store
-        (crontab, publish): SOT_URL may be unset."""
+        `.env` from the working directory, which never overrides it). SOT_URL
+        may be unset here: only the steps read the store (require_sot_url)."""
         if environ is None:
             load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
             environ = os.environ
         env = {name: environ.get(name, default).strip() for name, default in DEFAULTS.items()}
-        if not env["SOT_URL"] and reads_snapshots:
-            raise ConfigError("SOT_URL is not set: give the SOT snapshot store as a path, file://, s3:// or"
-                              " clickhouse:// URL")
         networks = tuple(n.strip() for n in env["INGESTION_NETWORKS"].split(",") if n.strip())
         if not networks:
             raise ConfigError("INGESTION_NETWORKS is empty")

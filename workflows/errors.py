@@ -22,28 +22,32 @@ class WithoutTracebacks(logging.Filter):
     """For luigi's logger: a task failed by a OneLineFailure is logged as
     luigi's line plus the failure's, not with forty lines of traceback. luigi
     logs a failed complete() with the traceback already in its text; that
-    is cut to its last line the same way. With `always`, for a logger whose
-    every failure is raised again and reported in one line (clickhouse-driver
-    logs each failed connect with a traceback, then raises), any traceback
-    becomes one line."""
+    is cut to its last line the same way."""
 
-    def __init__(self, always=False):
-        super().__init__()
-        self.always = always
-
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
         failure = record.exc_info[1] if record.exc_info else None
         if isinstance(failure, OneLineFailure):
             record.msg, record.args = "%s: %s", (record.getMessage(), failure)
-            record.exc_info = record.exc_text = None
-        elif failure is not None and self.always:
-            record.msg, record.args = "%s: %s", (record.getMessage(), one_line(failure))
             record.exc_info = record.exc_text = None
         elif isinstance(record.msg, str) and record.msg.startswith("Will not run "):
             head, _, trace = record.msg.partition("\n")
             name, _, message = (trace.strip().splitlines() or [""])[-1].partition(": ")
             if name in OneLineFailure.qualified_names:
                 record.msg = f"{head} {message}"
+        return True
+
+
+class OneLineTracebacks(logging.Filter):
+    """For a logger whose every failure is raised again and reported in one
+    line (clickhouse-driver logs each failed connect with a traceback, then
+    raises): any traceback becomes one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failure = record.exc_info[1] if record.exc_info else None
+        if failure is not None:
+            line = str(failure) if isinstance(failure, OneLineFailure) else one_line(failure)
+            record.msg, record.args = "%s: %s", (record.getMessage(), line)
+            record.exc_info = record.exc_text = None
         return True
 
 

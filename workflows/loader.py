@@ -3,15 +3,30 @@ stage it (stream it into a staging table, checking it on the way) and swap
 the staged day in. All read in batches, so memory does not grow with the
 file."""
 import difflib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+# Arrow's C++ code, the Parquet reader's pages among it, allocates from the
+# process's default memory pool, chosen once, at its first use, from this
+# variable: jemalloc, which _return_freed_memory_soon has return freed memory
+# soon. Left to pyarrow's default (mimalloc), a 1M-row load holds 75 MB more.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
-from . import clickhouse
-from .errors import collapsed
-from .native import ColumnMismatch, arrow_type, conform, encode
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from . import clickhouse, sql  # noqa: E402
+from .clickhouse import Destination  # noqa: E402
+from .errors import collapsed  # noqa: E402
+from .insert import Blocks, Inserter, insert_blocks  # noqa: E402
+from .native import ColumnMismatch, arrow_type, conform, encode  # noqa: E402
+from .schema import Column, Table  # noqa: E402
+from .slices import Slice  # noqa: E402
+
+Progress = Callable[[int, int], None]  # (rows done, rows in all)
 
 # Memory stays bounded by the batch and the file's row group, not the file:
 # no pre-buffering of column chunks (pyarrow's default keeps what it has read
@@ -90,7 +105,7 @@ class CheckedParquet:
     table column and the snapshot's own columns (processing_date,
     window_days, network) checked against the snapshot."""
 
-    def __init__(self, path, table, date, window_days, network):
+    def __init__(self, path: str, table: Table, day: Slice) -> None:
         _return_freed_memory_soon()
         try:
             self.parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
@@ -101,9 +116,9 @@ class CheckedParquet:
         if repeated:
             raise FileMismatch(f"column {repeated[0]}: appears {file_schema.names.count(repeated[0])} times")
         self.num_rows = self.parquet.metadata.num_rows
-        self.expected = {"processing_date": date, "window_days": window_days}
+        self.expected = {"processing_date": day.date, "window_days": day.window_days}
         if "network" in table.column_names:
-            self.expected["network"] = network
+            self.expected["network"] = day.network
         if not file_schema.names and not self.num_rows:  # pandas' file of an empty DataFrame: no columns
             self.stamped, self.columns = {}, []
             return
@@ -157,10 +172,10 @@ def _shown(scalar):
         return f"{scalar.type} {scalar.value}"
 
 
-def check_parquet(path, table, date, window_days, network, on_progress=None):
-    """Reads and encodes the whole file as load_parquet would, writing
+def check_parquet(path: str, table: Table, day: Slice, on_progress: Progress | None = None) -> int:
+    """Reads and encodes the whole file as DayLoad.load would, writing
     nothing; returns its rows."""
-    source = CheckedParquet(path, table, date, window_days, network)
+    source = CheckedParquet(path, table, day)
     rows = 0
     for n, _ in encoded_blocks(source):
         rows += n
@@ -169,74 +184,76 @@ def check_parquet(path, table, date, window_days, network, on_progress=None):
     return rows
 
 
-def encoded_blocks(source):
+def encoded_blocks(source: CheckedParquet) -> Blocks:
     """(rows, [(name, ch_type, [buffers])]) per batch: the Native column data
     the load sends, as native.native_block frames it."""
     for n, arrays in source.batches():
         yield n, [(column.name, column.type, _encoded(array, column)) for column, array in arrays]
 
 
-def _encoded(array, column):
+def _encoded(array: pa.Array, column: Column) -> list:
     try:
         return encode(array, column.type)
     except ColumnMismatch as exc:  # Date and DateTime are narrowed here, and checked as they are
         raise FileMismatch(f"column {column.name}: {exc}") from None
 
 
-def load_parquet(ch, database, table, path, date, window_days, network, on_progress=None, allow_empty=False,
-                 insert=None):
-    """Replaces the table's (date, window_days) slice with the file's rows and
-    returns how many there were. On any error the table is untouched."""
-    with clickhouse.staging_table(ch, database, table, date, window_days) as staging:
-        rows = stage_parquet(ch, database, table, path, staging, date, window_days, network, on_progress,
-                             allow_empty, insert)
-        clickhouse.swap_day(ch, database, table.name, staging, date, window_days, rows)  # checked as it staged
-    return rows
+@dataclass(frozen=True)
+class DayLoad:
+    """One table's day made from one Parquet file: staged, then swapped in.
+    A zero-row file empties a day that holds rows only with `allow_empty`
+    (INGESTION_ALLOW_EMPTY_DAY): an export bug upstream must not wipe a good
+    day. `insert` sends the Native blocks (by default insert_blocks over the
+    destination's client)."""
 
+    into: Destination
+    day: Slice
+    allow_empty: bool = False
+    insert: Inserter | None = None
 
-def stage_parquet(ch, database, table, path, staging, date, window_days, network, on_progress=None,
-                  allow_empty=False, insert=None):
-    """Streams the file into the empty table `staging`, checking every batch
-    as it goes, and returns its rows: when it returns, the file fits its
-    table and swap_in can make it the day. A `path` of None stages no rows.
-
-    `insert(database, table, columns, blocks, on_sent)` sends the Native
-    blocks; by default clickhouse.insert_blocks over `ch`'s native connection."""
-    rows = 0
-    if path is None:  # no file: the table has no rows that day
-        refuse_likely_export_bug(ch, database, table, date, window_days, rows, allow_empty)
+    def load(self, path: str | None, on_progress: Progress | None = None) -> int:
+        """Replaces the table's day with the file's rows and returns how many
+        there were. On any error the table is untouched."""
+        with clickhouse.staging_table(self.into, self.day) as staging:
+            rows = self.stage(path, staging, on_progress)
+            clickhouse.swap_day(self.into, staging, self.day, rows)  # checked as it staged
         return rows
-    insert = insert or partial(clickhouse.insert_blocks, ch)
-    source = CheckedParquet(path, table, date, window_days, network)
 
-    def sent(n):
-        nonlocal rows
-        rows += n
-        if on_progress:
-            on_progress(rows, source.num_rows)
+    def stage(self, path: str | None, staging: str, on_progress: Progress | None = None) -> int:
+        """Streams the file into the empty table `staging`, checking every
+        batch as it goes, and returns its rows: when it returns, the file
+        fits its table and swap_in can make it the day. A `path` of None (the
+        producer left the table out) stages no rows."""
+        rows = 0
+        if path is not None:
+            source = CheckedParquet(path, self.into.table, self.day)
 
-    if source.columns:  # a file of no columns (pandas' empty DataFrame) has no rows to send
-        insert(database, staging, [c.name for c in source.columns], encoded_blocks(source), sent)
-    refuse_likely_export_bug(ch, database, table, date, window_days, rows, allow_empty)
-    return rows
+            def sent(n: int) -> None:
+                nonlocal rows
+                rows += n
+                if on_progress:
+                    on_progress(rows, source.num_rows)
 
+            if source.columns:  # a file of no columns (pandas' empty DataFrame) has no rows to send
+                statement, _ = sql.insert_rows(self.into.database, staging, [c.name for c in source.columns])
+                insert = self.insert or partial(insert_blocks, self.into.client)
+                insert(statement, encoded_blocks(source), sent)
+        self.refuse_likely_export_bug(rows)
+        return rows
 
-def swap_in(ch, database, table, staging, date, window_days, rows, allow_empty=False):
-    """Makes the `rows` rows staged in `staging` the table's day, atomically;
-    the day may have changed since they were staged, so the guard of
-    stage_parquet is applied again."""
-    refuse_likely_export_bug(ch, database, table, date, window_days, rows, allow_empty)
-    clickhouse.swap_day(ch, database, table.name, staging, date, window_days, rows)
+    def swap_in(self, staging: str, rows: int) -> None:
+        """Makes the `rows` rows staged in `staging` the table's day,
+        atomically; the day may have changed since they were staged, so the
+        guard of stage() is applied again."""
+        self.refuse_likely_export_bug(rows)
+        clickhouse.swap_day(self.into, staging, self.day, rows)
 
-
-def refuse_likely_export_bug(ch, database, table, date, window_days, rows, allow_empty):
-    """A zero-row file empties the day only with `allow_empty` or when the
-    day holds no rows yet: an export bug upstream must not wipe a good day."""
-    if not rows and not allow_empty:
-        held = clickhouse.count_rows(ch, database, table.name, date, window_days)
-        if held:
-            raise FileMismatch(f"has zero rows, but the day holds {held:,} in {table.name}; refused as a likely"
-                               " export bug (INGESTION_ALLOW_EMPTY_DAY=1 loads it)")
+    def refuse_likely_export_bug(self, rows: int) -> None:
+        if not rows and not self.allow_empty:
+            held = clickhouse.count_day_rows(self.into, self.day)
+            if held:
+                raise FileMismatch(f"has zero rows, but the day holds {held:,} in {self.into.table.name}; refused as"
+                                   " a likely export bug (INGESTION_ALLOW_EMPTY_DAY=1 loads it)")
 
 
 def file_rows(path):

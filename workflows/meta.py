@@ -12,8 +12,9 @@ import json
 import re
 from dataclasses import dataclass
 
+from .schema import TABLES
+
 META_FILENAME = "META.json"
-TABLES = ("raw_alerts", "raw_features", "raw_clusters", "raw_address_labels")
 HASH_CHUNK = 4 << 20
 
 _DIGEST_LENGTH = {"sha256": 64, "md5": 32}

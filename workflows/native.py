@@ -169,15 +169,21 @@ def _strings(array):
     return np.insert(data, at, prefix_bytes.astype(np.uint8))
 
 
-def native_block(n_rows, columns, custom_serialization=False):
+# (name, ClickHouse type, [buffers]): one column's Native data, as encode() makes its buffers
+EncodedColumn = tuple[str, str, list]
+CUSTOM_SERIALIZATION_REVISION = 54454  # clickhouse_driver.defines.DBMS_MIN_REVISION_WITH_CUSTOM_SERIALIZATION
+
+
+def native_block(n_rows: int, columns: list[EncodedColumn], revision: int | None = None) -> list:
     """One block of Native data as a list of byte buffers: the column and row
     counts, then per column its name, type and data. ClickHouse's Native
-    format is such blocks one after another; the TCP protocol sends each in a
-    Data packet, with a custom-serialization flag per column from revision
-    54454 on. `columns` is [(name, ch_type, [buffers])], as encode() makes."""
+    format (`revision` None) is such blocks one after another; the TCP
+    protocol of `revision` sends each in a Data packet, with a
+    custom-serialization flag per column from revision 54454 on."""
+    flag = b"\0" if revision is not None and revision >= CUSTOM_SERIALIZATION_REVISION else b""
     buffers = [_varint(len(columns)) + _varint(n_rows)]
     for name, ch_type, data in columns:
-        buffers.append(_text(name) + _text(ch_type) + (b"\0" if custom_serialization else b""))
+        buffers.append(_text(name) + _text(ch_type) + flag)
         buffers.extend(memoryview(buffer).cast("B") for buffer in data)
     return buffers
 

@@ -10,9 +10,11 @@ from urllib.parse import unquote, urlparse
 
 from pyarrow.fs import FileType
 
-from .config import ConfigError
+from .config import ConfigError, Settings
 from .meta import META_FILENAME, labels_filename
-from .sources import LABELS_FOLDER, beside, snapshot_path
+from .slices import Slice
+from .sources import LABELS_FOLDER, beside
+from .sources.base import Progress
 from .sources.s3 import s3_filesystem
 from .sources.sot_clickhouse import LABELS_TABLE, SotDay, producer_filename, reading_the_sot, sot_clickhouse_client
 
@@ -65,7 +67,7 @@ class S3Prefix:
             self.filesystem.delete_file(path)
 
 
-def publish(settings, network, date, window_days, to_url, progress=None):
+def publish(settings: Settings, day: Slice, to_url: str, progress: Progress | None = None) -> tuple[str, str]:
     """Writes the day from the SOT ClickHouse under `to_url` (a folder,
     file:// or s3://bucket/prefix): a META.json already there is removed
     first and written again last, so a reader never pairs it with files of
@@ -77,18 +79,17 @@ def publish(settings, network, date, window_days, to_url, progress=None):
         store, shown = S3Prefix(settings), "s3://"
     else:
         raise ConfigError(f"--to: {scheme}:// is not a place to publish to; use a path, file:// or s3://")
-    folder = store.path(to_url, snapshot_path(network, date, window_days))
-    labels = store.path(beside(to_url, LABELS_FOLDER), labels_filename(network))
+    folder = store.path(to_url, day.path)
+    labels = store.path(beside(to_url, LABELS_FOLDER), labels_filename(day.network))
     meta_path = f"{folder}/{META_FILENAME}"
 
     def output(filename):
         return store.output(labels if filename == producer_filename(LABELS_TABLE) else f"{folder}/{filename}")
 
     with reading_the_sot(settings):
-        day = SotDay(sot_clickhouse_client(settings), settings.sot_database_for(network), network, date,
-                     window_days)
+        sot = SotDay(sot_clickhouse_client(settings), settings.sot_database_for(day.network), day)
         store.remove(meta_path)
-        meta = day.export(output, progress)
+        meta = sot.export(output, progress)
     with store.output(meta_path) as out:
         out.write(meta)
     return shown + folder, shown + labels

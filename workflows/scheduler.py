@@ -2,7 +2,6 @@
 day's tasks it has disabled after their retries were used up, and
 re-enabling them for a manual rerun. Short timeouts: luigid not answering
 is said, never waited for."""
-import datetime as dt
 import json
 import logging
 import time
@@ -13,6 +12,8 @@ import luigi.configuration
 import luigi.interface
 import luigi.retcodes
 from luigi.cmdline_parser import CmdlineParser
+
+from .slices import Slice
 
 logger = logging.getLogger("workflows")
 TIMEOUT_SECONDS = 5
@@ -69,13 +70,13 @@ def re_enable(tasks, url=None):
     return [task for task in tasks if call("re_enable_task", url, task_id=task.task_id)]
 
 
-def disabled_days(networks, dates, window_days, url=None):
-    """(network, date) of the days of which luigid holds a step disabled, read
-    off its listing's parameters: one call, no Task built per day and step."""
-    wanted = {(network, date.isoformat()) for network in networks for date in dates}
+def disabled_days(days: list[Slice], url: str | None = None) -> set[Slice]:
+    """Those of `days` of which luigid holds a step disabled, read off its
+    listing's parameters: one call, no Task built per day and step."""
+    wanted = {(day.network, day.date.isoformat(), str(int(day.window_days))): day for day in days}
     held = call("task_list", url, status="DISABLED").values()
-    return {(p["network"], dt.date.fromisoformat(p["date"])) for p in (task["params"] for task in held)
-            if (p.get("network"), p.get("date")) in wanted and p.get("window_days") == str(int(window_days))}
+    return {wanted[key] for key in ((p.get("network"), p.get("date"), p.get("window_days"))
+                                    for p in (task["params"] for task in held)) if key in wanted}
 
 
 def disabled(tasks, url=None):

@@ -205,7 +205,8 @@ RAW_FEATURES = Table("raw_features", _columns("""
     created_at DateTime DEFAULT now()
 """), order_by=("processing_date", "window_days", "address"))
 
-TABLES = {t.name: t for t in (RAW_ALERTS, RAW_FEATURES, RAW_CLUSTERS, RAW_ADDRESS_LABELS)}
+SCHEMAS = {t.name: t for t in (RAW_ALERTS, RAW_FEATURES, RAW_CLUSTERS, RAW_ADDRESS_LABELS)}
+TABLES = tuple(SCHEMAS)  # the four tables' names, in the order they are loaded
 
 COMPLETE_DAYS_VIEW = "complete_days"  # for readers: the days whose four tables are loaded
 STAGING_PREFIX = "_staging_"  # tables of loads under way, one per load

@@ -140,7 +140,7 @@ def drop_table(database, name):
 
 
 def insert_rows(database, name, columns):
-    """The INSERT whose data follows as Native blocks (clickhouse.insert_blocks)."""
+    """The INSERT whose data follows as Native blocks (insert.insert_blocks)."""
     return f"INSERT INTO {_name(database, name)} ({', '.join(quote_identifier(c) for c in columns)}) VALUES", None
 
 

@@ -4,17 +4,19 @@ import os
 import posixpath
 from urllib.parse import unquote, urlparse, urlunparse
 
-from .base import DIRECTORY_MODE, NoSpace, NotPublished, SnapshotSource, SourceUnavailable, UnsafeFile, snapshot_path
+from ..config import Settings, require_sot_url
+from .base import DIRECTORY_MODE, NoSpace, NotPublished, SnapshotSource, SourceUnavailable, UnsafeFile
 
 __all__ = ["DIRECTORY_MODE", "NoSpace", "NotPublished", "SnapshotSource", "SourceUnavailable", "UnsafeFile",
-           "open_source", "snapshot_path"]
+           "open_source"]
 
 LABELS_FOLDER = "address-labels"  # the producer's, beside its snapshots/ prefix
 
 
-def open_source(settings):
+def open_source(settings: Settings) -> SnapshotSource:
     """The source that SOT_URL names, with the labels store of SOT_LABELS_URL
     (default: the folder beside SOT_URL's)."""
+    require_sot_url(settings)
     if urlparse(settings.sot_url).scheme == "clickhouse":
         from .sot_clickhouse import ClickHouseSnapshotSource
         return ClickHouseSnapshotSource(settings)

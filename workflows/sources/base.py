@@ -6,9 +6,13 @@ import logging
 import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from .. import disk
 from ..meta import META_FILENAME, MetaError, labels_filename, parse_meta
+from ..slices import Slice
+
+Progress = Callable[[str, float], None]  # (message, percent done)
 
 logger = logging.getLogger("workflows.sources")
 
@@ -48,15 +52,11 @@ def space_needed(snapshot_bytes):
     return snapshot_bytes + snapshot_bytes // 20 + (1 << 20)
 
 
-def snapshot_path(network, date, window_days):
-    return f"{network}/{date.isoformat()}/{int(window_days)}"
-
-
 class SnapshotSource(ABC):
     """What DownloadSOT sees of a store."""
 
     @abstractmethod
-    def fetch(self, network, date, window_days, destination, progress=None):
+    def fetch(self, day: Slice, destination: str, progress: Progress | None = None) -> dict[str, str]:
         """Writes META.json and the snapshot's files into the existing
         directory `destination`; returns {filename: "algorithm:hex"} of the
         bytes written. Raises NotPublished when the snapshot is not there
@@ -73,7 +73,7 @@ class FileSnapshotSource(SnapshotSource):
     labels = None  # the store of the producer's per-network labels files
     room = None  # the download folder, whose downloads under way reserve their room (workflows.disk)
 
-    def fetch(self, network, date, window_days, destination, progress=None):
+    def fetch(self, day: Slice, destination: str, progress: Progress | None = None) -> dict[str, str]:
         """Copies META.json, then the files it lists, into the existing
         directory `destination`; returns {filename: checksum} of the bytes
         that arrived, as "algorithm:hex" in META.json's algorithm. The
@@ -83,7 +83,7 @@ class FileSnapshotSource(SnapshotSource):
         lacks is not published yet: the producer uploads in no particular
         order. Refuses with NoSpace before copying a listed file when they
         would not fit. `progress(message, percent)` follows the copy."""
-        snapshot = snapshot_path(network, date, window_days)
+        snapshot = day.path
         meta = self.retrying(f"{self.describe(snapshot)}/{META_FILENAME}", lambda: self.read(snapshot, META_FILENAME))
         if meta is None:
             raise NotPublished(f"not published yet: no {META_FILENAME} at {self.describe(snapshot)}")
@@ -93,7 +93,7 @@ class FileSnapshotSource(SnapshotSource):
             entries = [e for e in parse_meta(meta).values() if e.filename]
         except MetaError:
             return {}
-        where = {e.filename: (self.labels, "", labels_filename(network)) if e.shared_labels else
+        where = {e.filename: (self.labels, "", labels_filename(day.network)) if e.shared_labels else
                  (self, snapshot, e.filename) for e in entries}
         sizes = {}
         for name, (store, folder, key) in where.items():

@@ -1,5 +1,5 @@
 """A snapshot store under an S3 prefix (AWS or an S3-compatible store)."""
-from ..resources import cached
+from ..clients import cached
 from .base import CHUNK_BYTES, FileSnapshotSource, SourceUnavailable, Transient
 
 # Errors of the AWS SDK that a retry will not fix

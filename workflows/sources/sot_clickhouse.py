@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 from contextlib import contextmanager
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,12 +18,13 @@ from clickhouse_driver.errors import Error as ClickHouseError
 from clickhouse_driver.errors import ErrorCodes
 
 from .. import sql
+from ..clients import ClickHouseServer, connected_client
 from ..errors import one_line
-from ..meta import META_FILENAME, PRODUCER_NAMES, TABLES
+from ..meta import META_FILENAME, PRODUCER_NAMES
 from ..native import arrow_type
-from ..resources import clickhouse_client_of
-from ..schema import TABLES as SCHEMAS
-from .base import NotPublished, SnapshotSource, SourceUnavailable, create_private_file
+from ..schema import SCHEMAS, TABLES
+from ..slices import Slice
+from .base import NotPublished, Progress, SnapshotSource, SourceUnavailable, create_private_file
 from .sot_http import HttpClickHouse, answers_http
 
 # The SOT's own tables (the analytics pipeline's), by the table each feeds.
@@ -70,9 +72,9 @@ class HashingWriter(io.RawIOBase):
 class SotDay:
     """One network's day of the SOT ClickHouse, as the producer exports it."""
 
-    def __init__(self, client, database, network, date, window_days):
-        self.client, self.database, self.network = client, database, network
-        self.date, self.window_days = date, int(window_days)
+    def __init__(self, client: Any, database: str, day: Slice) -> None:
+        self.client, self.database, self.network = client, database, day.network
+        self.date, self.window_days = day.date, int(day.window_days)
 
     def where(self, table):
         if table == LABELS_TABLE:
@@ -177,14 +179,13 @@ class ClickHouseSnapshotSource(SnapshotSource):
         s = self.settings
         return f"clickhouse://{s.sot_host}:{s.sot_port}/{s.sot_database}"
 
-    def fetch(self, network, date, window_days, destination, progress=None):
+    def fetch(self, day: Slice, destination: str, progress: Progress | None = None) -> dict[str, str]:
         """The labels go into the download as address_labels.parquet, the name
         META.json gives them, where the load looks for them."""
         with reading_the_sot(self.settings):
-            day = SotDay(sot_clickhouse_client(self.settings), self.settings.sot_database_for(network), network,
-                         date, window_days)
+            sot = SotDay(sot_clickhouse_client(self.settings), self.settings.sot_database_for(day.network), day)
             try:
-                meta = day.export(lambda filename: create_private_file(destination, filename), progress)
+                meta = sot.export(lambda filename: create_private_file(destination, filename), progress)
             except NotPublished as exc:
                 raise NotPublished(f"not published yet: {exc}") from None
         with create_private_file(destination, META_FILENAME) as out:
@@ -222,7 +223,7 @@ def sot_clickhouse_client(settings):
             if answers_http(s.sot_host, s.sot_port, s.sot_secure, s.connect_timeout):
                 return HttpClickHouse(s.sot_host, s.sot_port, (s.sot_user, s.sot_password), s.sot_secure,
                                       s.connect_timeout).connect()
-            return clickhouse_client_of(((s.sot_host, s.sot_port),), s.sot_user, s.sot_password, s.sot_secure, "",
-                                        True, s.connect_timeout, s.compression)
+            return connected_client(ClickHouseServer(((s.sot_host, s.sot_port),), s.sot_user, s.sot_password,
+                                                     s.sot_secure, "", True, s.connect_timeout, s.compression))
     except OSError as exc:  # the native connect's TLS and socket failures
         raise SourceUnavailable(_failure(s, exc)) from None

@@ -28,7 +28,7 @@ from clickhouse_driver.streams.native import BlockInputStream
 from clickhouse_driver.util.escape import escape_params
 
 from .. import sql
-from ..resources import LOAD_TIMEOUT_SECONDS
+from ..clients import LOAD_TIMEOUT_SECONDS
 
 CHUNK_BYTES = 1 << 20
 # ClickHouse appends an error that happens after the first bytes are sent to
