@@ -26,11 +26,13 @@ demo: setup
 
 test: setup test-servers
 	$(BIN)/ruff check workflows targets devkit tests bench scripts
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
-# lint and the unit layer (no server), in well under a minute
+# lint, types and the unit layer (no server), in well under a minute
 check: $(VENV)/.installed
 	$(BIN)/ruff check workflows targets devkit tests bench scripts
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not servers"
 
 bench: setup

@@ -19,6 +19,11 @@ default 1,000,000):
       peak RSS of the downloading process;
   (h) the bytes of column data sent per table, with plain and with
       LZ4-compressed Native blocks (INGESTION_COMPRESSION), and the load time of each;
+  (j) whether the public path carries the same bytes as fast: raw_features
+      loaded with DayLoad through the driver's packet layer (plain and LZ4)
+      and through ClickHouse's HTTP interface (bench.http_insert: POST
+      INSERT ... FORMAT Native, chunked, plain and LZ4 with decompress=1),
+      each REPEATS times, every load's rows and checksum compared;
   (g) RunDaily for one network, --local-scheduler, one worker, from process
       start to exit, against the floor for the same work measured in this
       run: `cp` of the snapshot + `sha256sum` of its files + clickhouse-client
@@ -28,10 +33,13 @@ default 1,000,000):
 
 It prints a table with PASS/MISS against the targets and writes the figures
 to bench/results/bench-<UTC time>.json and bench/results/latest.json.
+`--only j` runs (j) alone (the other sections build on one another's
+figures), to bench/results/bench-<UTC time>-j.json.
 
 Environment: BENCH_ROWS, BENCH_RUNDAILY_ROWS (default BENCH_ROWS),
 BENCH_RSS_ROWS (default unset: skipped), BENCH_S3_MB, BENCH_KEEP=1 keeps the temporary
 directory (server logs, luigi logs)."""
+import argparse
 import concurrent.futures
 import datetime as dt
 import hashlib
@@ -42,15 +50,18 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 
 import pyarrow.parquet as pq
 import redis
 from clickhouse_driver import Client
 
+from bench.http_insert import http_insert
 from devkit.local_servers import LocalServers, free_port, s3_server
 from devkit.producer import ProducerDay
 from devkit.sample import ROW_GROUP_ROWS, make_snapshot, write_snapshot
@@ -76,6 +87,7 @@ DATE_PRODUCER = dt.date(2024, 10, 28)  # the producer-format day of (i)
 WINDOW = 195
 TABLES = meta.TABLES  # raw_alerts, raw_features, raw_clusters, raw_address_labels
 RSS_CHUNK_ROWS = 250_000
+REPEATS = 3  # loads per transport in (j): the median is reported
 
 # name, figure, limit: PASS when figure <= limit
 TARGETS = (
@@ -211,18 +223,21 @@ def day_rows(ch, database, table, date):
     return clickhouse.count_day_rows(Destination(ch, database, SCHEMAS[table]), Slice(NETWORK, date, WINDOW))
 
 
-def _load_in_child(port, database, loads, compression=None):
+def _load_in_child(port, database, loads, compression=None, http_port=None):
     """Runs in a spawned process: loads [(table, path, date)] one after the
     other as LoadTable does; returns per-table seconds, bytes of column data
-    sent, and this process's peak RSS."""
+    sent, and this process's peak RSS. With `http_port` the blocks go over
+    HTTP (bench.http_insert), the rest of the load over the driver."""
     ch = Client("127.0.0.1", port=port, send_receive_timeout=600, compression=compression or False)
     ch.execute("SELECT 1")
+    send = (http_insert("127.0.0.1", http_port, lz4=compression == "lz4") if http_port
+            else partial(insert_blocks, ch))
     result = {"baseline_rss_mb": _peak_rss_mb(), "tables": {}}
     for table, path, date in loads:
         sent = []
 
         def insert(*args):
-            sent.append(insert_blocks(ch, *args))
+            sent.append(send(*args))
         start = time.perf_counter()
         rows = loader.DayLoad(Destination(ch, database, SCHEMAS[table]), Slice(NETWORK, date, WINDOW),
                               insert=insert).load(path)
@@ -233,11 +248,11 @@ def _load_in_child(port, database, loads, compression=None):
     return result
 
 
-def load_in_child(port, database, loads, compression=None):
+def load_in_child(port, database, loads, compression=None, http_port=None):
     """_load_in_child in a fresh process, so that its peak RSS is the load's alone."""
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(_load_in_child, port, database, loads, compression).result()
+        return pool.submit(_load_in_child, port, database, loads, compression, http_port).result()
 
 
 def measure_wire(ch, port, paths, plain):
@@ -292,6 +307,51 @@ def measure_large_rss(ch, port, work, rows):
     return {"rows": loaded["rows"], "parquet_mb": size / 1e6, "generate_seconds": generated,
             "load_seconds": loaded["seconds"], "baseline_rss_mb": result["baseline_rss_mb"],
             "peak_rss_mb": result["peak_rss_mb"]}
+
+
+# ---------------------------------------------------------------- (j) the driver's packet layer vs HTTP
+
+TRANSPORTS = (("driver", None, False), ("driver LZ4", "lz4", False), ("HTTP", None, True), ("HTTP LZ4", "lz4", True))
+
+
+def day_checksum(ch, table, date):
+    """(rows, sum of each row's cityHash64) of the table's day: equal for the
+    same rows in any order or parts. 18.16's cityHash64 takes no Decimal, so
+    those are hashed as text; now() defaults (created_at) differ per load."""
+    values = ", ".join(f"toString({sql.quote_identifier(c.name)})" if c.type.startswith("Decimal")
+                       else sql.quote_identifier(c.name)
+                       for c in SCHEMAS[table].columns if c.default != "now()")
+    return tuple(ch.execute(f"SELECT count(), sum(cityHash64({values})) FROM {DATABASE}.{table}"
+                            f" WHERE processing_date = %(date)s AND window_days = %(window)s",
+                            {"date": date, "window": WINDOW})[0])
+
+
+def measure_http(ch, port, http_port, path):
+    """(j) raw_features loaded REPEATS times per transport, the transports in
+    turn so that the machine's drift spreads over all; each load replaces
+    the day, whose rows and checksum must be those of the first."""
+    runs = {name: [] for name, _, _ in TRANSPORTS}
+    expected = None
+    for _ in range(REPEATS):
+        for name, compression, over_http in TRANSPORTS:
+            wait_for_merges(ch)
+            result = load_in_child(port, DATABASE, [("raw_features", path, DATE)], compression,
+                                   http_port if over_http else None)
+            checksum = day_checksum(ch, "raw_features", DATE)
+            if expected is None:
+                expected = checksum
+            elif checksum != expected:
+                raise RuntimeError(f"(j) {name}: the day holds (rows, checksum) {checksum}, the first load {expected}")
+            runs[name].append(dict(result["tables"]["raw_features"], peak_rss_mb=result["peak_rss_mb"]))
+    out = {"rows": expected[0], "checksum": str(expected[1]), "repeats": REPEATS, "transports": {}}
+    for name, loads in runs.items():
+        seconds = statistics.median(load["seconds"] for load in loads)
+        out["transports"][name] = {"seconds": seconds, "all_seconds": [load["seconds"] for load in loads],
+                                   "rows_per_second": expected[0] / seconds, "wire_bytes": loads[0]["wire_bytes"],
+                                   "peak_rss_mb": max(load["peak_rss_mb"] for load in loads)}
+    driver, http = out["transports"]["driver"]["seconds"], out["transports"]["HTTP"]["seconds"]
+    out["http_vs_driver_percent"] = (http / driver - 1) * 100
+    return out
 
 
 # ---------------------------------------------------------------- (b) the reference: clickhouse-client
@@ -576,17 +636,37 @@ def underlined(p, header):
     p("-" * len(header))
 
 
+def report_header(results):
+    m, c = results["machine"], results["config"]
+    return [f"Machine: {m['nproc']} cores, {m['cpu_model']}, {m['memory_gb']} GB RAM, "
+            f"ClickHouse {m['clickhouse_version']}, Python {m['python']}, Linux {m['kernel']}",
+            f"Snapshot: {c['network']} {c['date']} window {c['window_days']}, {c['rows']:,} feature rows "
+            f"(generated in {c['generate_seconds']:.1f} s)", ""]
+
+
+def report_http(j):
+    """The lines of (j)."""
+    lines = [f"(j) raw_features, {j['rows']:,} rows, DayLoad with each transport in its own process, median of"
+             f" {j['repeats']} loads;",
+             f"    every load's day: the same rows and checksum (count {j['rows']:,},"
+             f" sum(cityHash64(row)) {j['checksum']})"]
+    p = lines.append
+    underlined(p, f"{'transport':<12} {'median s':>8} {'rows/s':>10} {'MB sent':>8} {'peak RSS MB':>11}  each load s")
+    for name, t in j["transports"].items():
+        p(f"{name:<12} {t['seconds']:>8.2f} {t['rows_per_second']:>10,.0f} {t['wire_bytes'] / 1e6:>8.1f}"
+          f" {t['peak_rss_mb']:>11.0f}  {' '.join(f'{s:.2f}' for s in t['all_seconds'])}")
+    p("  MB sent: the blocks' bytes (the driver's include 8 bytes of BlockInfo per block; HTTP's no chunk framing);"
+      " HTTP LZ4: ClickHouse's LZ4 frames with decompress=1")
+    percent = j["http_vs_driver_percent"]
+    p(f"HTTP Native: {abs(percent):.1f} % {'slower' if percent > 0 else 'faster'} than the driver path"
+      " (uncompressed); switch only if no loss")
+    return lines
+
+
 def report(results):
     """The printed table; returns it as text."""
-    lines = []
+    lines = report_header(results)
     p = lines.append
-    m = results["machine"]
-    p(f"Machine: {m['nproc']} cores, {m['cpu_model']}, {m['memory_gb']} GB RAM, "
-      f"ClickHouse {m['clickhouse_version']}, Python {m['python']}, Linux {m['kernel']}")
-    c = results["config"]
-    p(f"Snapshot: {c['network']} {c['date']} window {c['window_days']}, {c['rows']:,} feature rows "
-      f"(generated in {c['generate_seconds']:.1f} s)")
-    p("")
     p("(a) project load (load_parquet, own process) vs (b) clickhouse-client INSERT ... FORMAT Native")
     header = (f"{'table':<20} {'rows':>10} {'parquet MB':>10} {'native MB':>10} {'load s':>8} {'rows/s':>10} "
               f"{'MB/s':>7} {'native MB/s':>11} {'ch-client s':>11} {'ratio':>6} {'key-sorted s':>12}")
@@ -644,6 +724,8 @@ def report(results):
     for table, w in results["wire"].items():
         p(f"{table:<20} {w['parquet_bytes'] / 1e6:>10.1f} {w['plain_bytes'] / 1e6:>9.1f} {w['plain_seconds']:>8.2f}"
           f" {w['lz4_bytes'] / 1e6:>8.1f} {w['lz4_seconds']:>7.2f} {w['lz4_bytes'] / max(w['plain_bytes'], 1):>8.2f}x")
+    p("")
+    lines.extend(report_http(results["http"]))
     g = results["floor"]
     p("")
     p(f"(g) RunDaily, one network, --local-scheduler, one worker, start to exit: {g['rundaily_seconds']:.1f} s;"
@@ -669,11 +751,12 @@ def report(results):
     return "\n".join(lines)
 
 
-def write_results(results):
+def write_results(results, only=None):
+    """To bench-<stamp>.json and latest.json; a section run alone to bench-<stamp>-<section>.json only."""
     os.makedirs(RESULTS, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = os.path.join(RESULTS, f"bench-{stamp}.json")
-    for target in (path, os.path.join(RESULTS, "latest.json")):
+    path = os.path.join(RESULTS, f"bench-{stamp}{f'-{only}' if only else ''}.json")
+    for target in (path,) if only else (path, os.path.join(RESULTS, "latest.json")):
         with open(target, "w") as stream:
             json.dump(results, stream, indent=2)
     return path
@@ -684,6 +767,11 @@ def log(message):
 
 
 def main():
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=("j",),
+                        help="run this section alone (only (j) can be: the others build on one another's figures)")
+    only = parser.parse_args().only
     rows = env_int("BENCH_ROWS", 1_000_000)
     rundaily_rows = env_int("BENCH_RUNDAILY_ROWS", rows)
     rss_rows = env_int("BENCH_RSS_ROWS", 0)
@@ -705,6 +793,12 @@ def main():
                              "database": DATABASE, "generate_seconds": generate_seconds,
                              "rundaily_rows": rundaily_rows, "rss_rows": rss_rows or None}
         clickhouse.ensure_schema(ch, DATABASE)
+        if only == "j":
+            log(f"(j) raw_features through the driver and through HTTP, {REPEATS} loads each")
+            results["http"] = measure_http(ch, port, servers.clickhouse_http_port, paths["raw_features"])
+            print("\n".join(report_header(results) + report_http(results["http"])))
+            print(f"\nFigures: {os.path.relpath(write_results(results, only), REPO)}")
+            return
 
         log("(a) loading the four tables with load_parquet in a child process")
         results["load"] = measure_load(ch, port, paths)
@@ -712,6 +806,9 @@ def main():
 
         log("(h) the same loads with LZ4-compressed blocks")
         results["wire"] = measure_wire(ch, port, paths, results["load"])
+
+        log(f"(j) raw_features through the driver and through HTTP, {REPEATS} loads each")
+        results["http"] = measure_http(ch, port, servers.clickhouse_http_port, paths["raw_features"])
 
         log("(b) clickhouse-client INSERT ... FORMAT Native of the same rows")
         reference = measure_reference(ch, port, work, paths)

@@ -35,7 +35,8 @@ RETRY_DELAY_SECONDS = "10"  # the demo's: a retry comes while you watch
 
 
 def servers(ports):
-    return LocalServers(LOCAL, luigi_config=os.path.join(REPO, "luigi.cfg"), **ports)
+    # Redis appends to a file in .local, so a restarted demo keeps its markers
+    return LocalServers(LOCAL, luigi_config=os.path.join(REPO, "luigi.cfg"), redis_appendonly="yes", **ports)
 
 
 def saved_ports():
@@ -48,8 +49,10 @@ def saved_ports():
 
 def choose_ports():
     """The ports of this checkout's demo: those of its servers that are
-    running, else the usual ones, else, where another process holds one
-    (another checkout's demo, say), a free one. Saved in .local/ports.json."""
+    running, else those it had last time (.local/ports.json) where they are
+    free, so open tabs and the README's links keep working, else the usual
+    ones, else, where another process holds one (another checkout's demo,
+    say), a free one. Saved in .local/ports.json."""
     ports = saved_ports()
     local = servers(ports)
     owned = {"redis": ("redis_port",), "clickhouse": ("clickhouse_port", "clickhouse_http_port"),
@@ -58,11 +61,12 @@ def choose_ports():
         if server.running_pid():
             continue
         for name in owned[server.name]:
-            ports[name] = USUAL_PORTS[name]
-            if not port_free(ports[name]):
-                taken, ports[name] = ports[name], free_port()
-                print(f"port {taken} is in use by another process: this demo's {server.name} listens on"
-                      f" {ports[name]} instead (see {os.path.join(LOCAL, 'demo.env')})")
+            if port_free(ports[name]):
+                continue
+            taken = ports[name]
+            ports[name] = USUAL_PORTS[name] if port_free(USUAL_PORTS[name]) else free_port()
+            print(f"port {taken} is in use by another process: this demo's {server.name} listens on"
+                  f" {ports[name]} instead (see {os.path.join(LOCAL, 'demo.env')})")
     os.makedirs(LOCAL, exist_ok=True)
     with open(os.path.join(LOCAL, "ports.json"), "w") as stream:
         json.dump(ports, stream)
@@ -83,7 +87,12 @@ def main(argv=None):
                                                                                  " default yesterday")
     args = parser.parse_args(argv)
     if args.stop:  # only this checkout's: the servers whose pid files are in its .local
-        servers(saved_ports()).stop()
+        stopped = servers(saved_ports()).stop()
+        for name, pid in stopped:
+            print(f"stopped the demo's {name} (pid {pid})")
+        if not stopped:
+            print(f"no demo server of {LOCAL} was running")
+        print(f"its data stays in {LOCAL}: make demo starts it again where it was")
         return 0
 
     os.environ["INGESTION_RETRY_DELAY"] = RETRY_DELAY_SECONDS  # for the luigid it starts

@@ -124,19 +124,21 @@ class Server:
             raise RuntimeError(f"{self.name} exited with status {self.process.returncode} while starting")
 
     def stop(self):
+        """Returns the pid it stopped, or None when it was not running."""
         pid = self.process.pid if self.process else self.running_pid()
         if pid is None:
-            return
+            return None
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
-            return
+            return None
         if self.process:
             try:
                 self.process.wait(5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        return pid
 
 
 # One replica of a one-shard cluster: the other replicas fetch its parts over
@@ -165,13 +167,14 @@ ZOOKEEPER_JAVA_OPTIONS = ["-Xms16m", "-Xmx128m", "-XX:+UseSerialGC", "-XX:Tiered
                           "-Dzookeeper.jmx.log4j.disable=true"]
 
 
-def redis_server(root, port, tls=None, password=None):
-    """With `tls` = (certificate, key) it serves only TLS, on `port`."""
+def redis_server(root, port, tls=None, password=None, appendonly="no"):
+    """With `tls` = (certificate, key) it serves only TLS, on `port`;
+    `appendonly="yes"` keeps its data in `root` across restarts (the demo's)."""
     listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", tls[0], "--tls-key-file", tls[1],
               "--tls-auth-clients", "no"] if tls else ["--port", str(port)]
     return Server("redis", root,
-                  ["redis-server", *listen, "--bind", "127.0.0.1", "--dir", root, "--save", "", "--appendonly", "no",
-                   *(["--requirepass", password] if password else [])],
+                  ["redis-server", *listen, "--bind", "127.0.0.1", "--dir", root, "--save", "",
+                   "--appendonly", appendonly, *(["--requirepass", password] if password else [])],
                   lambda: _port_open(port))
 
 
@@ -252,7 +255,7 @@ class LocalServers:
     """Redis, ClickHouse (native and HTTP port) and luigid under `root`."""
 
     def __init__(self, root, redis_port=None, clickhouse_port=None, clickhouse_http_port=None, luigid_port=None,
-                 luigi_config=None):
+                 luigi_config=None, redis_appendonly="no"):
         self.root = os.path.abspath(root)
         os.makedirs(self.root, exist_ok=True)
         self.redis_port = redis_port or free_port()
@@ -260,7 +263,7 @@ class LocalServers:
         self.clickhouse_http_port = clickhouse_http_port or free_port()
         self.luigid_port = luigid_port or free_port()
         self.servers = [
-            redis_server(self.root, self.redis_port),
+            redis_server(self.root, self.redis_port, appendonly=redis_appendonly),
             clickhouse_server(self.root, self.clickhouse_port, self.clickhouse_http_port),
             luigid_server(self.root, self.luigid_port, luigi_config),
         ]
@@ -294,5 +297,6 @@ class LocalServers:
         return self
 
     def stop(self):
-        for server in reversed(self.servers):
-            server.stop()
+        """Returns [(name, pid)] of the servers it stopped."""
+        stopped = [(server.name, server.stop()) for server in reversed(self.servers)]
+        return [(name, pid) for name, pid in stopped if pid]

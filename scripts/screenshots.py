@@ -1,17 +1,25 @@
-"""Screenshots of luigid's visualiser for README, from a real run:
-`.venv/bin/python scripts/screenshots.py` (needs Debian's `chromium`).
+"""Screenshots for README, from real runs: `.venv/bin/python
+scripts/screenshots.py` (needs Debian's `chromium`).
 
 It starts Redis, ClickHouse and luigid of its own in a temporary directory,
 publishes a day large enough that its load can be watched, runs RunDaily
 through luigid and takes docs/images/visualiser-running-load.png while
-raw_features loads; then a day with a damaged file, and takes
-docs/images/visualiser-failure.png with the failed task's reason open.
-Chromium is driven over its DevTools protocol (a websocket, spoken here with
-the standard library) to click the buttons a person would."""
+raw_features is staged; then a day with a damaged file, and takes
+docs/images/visualiser-failure.png with the failed task's reason open, and
+docs/images/visualiser-failed-status.png with its short status. The
+SOT then republishes that day, which is reset and loaded:
+docs/images/luigid-history.png shows the failure and its recovery. A few
+more days (given up, failed with attempts left, not published, partly
+done) make the day grid, printed as text and written as HTML, which is
+checked in the browser (one coloured cell per day, no request made) and
+taken as docs/images/status-grid.png. Chromium is driven over its DevTools
+protocol (a websocket, spoken here with the standard library) to click the
+buttons a person would."""
 import base64
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -30,6 +38,7 @@ from workflows import scheduler  # noqa: E402
 
 IMAGES = os.path.join(REPO, "docs", "images")
 DAY, BAD_DAY, WINDOW = dt.date(2024, 10, 30), dt.date(2024, 10, 29), 195
+GAVE_UP, FAILED, UNPUBLISHED, PARTIAL = (dt.date(2024, 10, d) for d in (25, 26, 27, 28))
 
 
 class DevTools:
@@ -99,12 +108,38 @@ class DevTools:
         self.call("Runtime.evaluate", expression=f"$({json.dumps(selector)}).first().click()")
         time.sleep(seconds)
 
+    def evaluate(self, expression):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
     def screenshot(self, name):
         data = self.call("Page.captureScreenshot", format="png")["data"]
         path = os.path.join(IMAGES, name)
         with open(path, "wb") as stream:
             stream.write(base64.b64decode(data))
         print(f"wrote {os.path.relpath(path, REPO)}")
+
+
+def grid_days(sot, env, luigi, work):
+    """A day in each state the grid tells apart: one given up, one failed
+    with attempts left (a worker that does not wait for the retry), one not
+    published, one partly done (downloaded only)."""
+    run = [luigi, "--module", "workflows"]
+    for day in (GAVE_UP, FAILED):
+        folder = write_snapshot(sot, "ethereum", day, WINDOW, make_snapshot("ethereum", day, WINDOW, 2_000))
+        with open(os.path.join(folder, "raw_alerts.parquet"), "ab") as stream:
+            stream.write(b"damaged")
+    no_waiting = os.path.join(work, "no-waiting.cfg")
+    with open(no_waiting, "w") as stream:
+        stream.write("[worker]\nkeep_alive = false\n")
+    days = ((GAVE_UP, {}), (FAILED, {"INGESTION_RETRY_ATTEMPTS": "3", "LUIGI_CONFIG_PATH": no_waiting}),
+            (UNPUBLISHED, {}))
+    for day, more in days:
+        subprocess.run([*run, "RunDaily", "--date", day.isoformat(), "--local-scheduler"], cwd=REPO,
+                       env={**env, **more}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    write_snapshot(sot, "ethereum", PARTIAL, WINDOW, make_snapshot("ethereum", PARTIAL, WINDOW, 2_000))
+    subprocess.run([*run, "DownloadSOT", "--network", "ethereum", "--date", PARTIAL.isoformat(), "--window-days",
+                    str(WINDOW), "--local-scheduler"], cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
 
 
 def main():
@@ -134,8 +169,8 @@ def main():
         run = subprocess.Popen([luigi, "--module", "workflows", "RunDaily", "--date", DAY.isoformat()], cwd=REPO,
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 300
-        while not any(t["name"] == "LoadTable" and t["params"].get("table") == "raw_features" and
-                      "rows" in (t.get("status_message") or "") for t in
+        while not any("raw_features.parquet" in (t.get("status_message") or "") and
+                      "rows staged" in (t.get("status_message") or "") for t in
                       scheduler.call("task_list", servers.scheduler_url, status="RUNNING").values()):
             if time.monotonic() > deadline or run.poll() is not None:
                 raise SystemExit("no raw_features load to watch")
@@ -151,6 +186,40 @@ def main():
         page.open(f"{visualiser}#tab=tasks&statuses=%5B%22FAILED%22%2C%22DISABLED%22%5D")
         page.click("#taskTable td.details-control .showError")
         page.screenshot("visualiser-failure.png")
+        page.open(f"{visualiser}#tab=tasks&statuses=%5B%22FAILED%22%2C%22DISABLED%22%5D")
+        page.click("#taskTable .statusMessage")
+        page.screenshot("visualiser-failed-status.png")
+
+        # the SOT republishes the day: reset, run again; the history keeps the failure
+        write_snapshot(sot, "ethereum", BAD_DAY, WINDOW, make_snapshot("ethereum", BAD_DAY, WINDOW, 2_000))
+        workflows = [sys.executable, "-m", "workflows"]
+        subprocess.run([*workflows, "reset", "--date", BAD_DAY.isoformat(), "--network", "ethereum"], cwd=REPO,
+                       env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([luigi, "--module", "workflows", "RunDaily", "--date", BAD_DAY.isoformat()], cwd=REPO,
+                       env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        page.open(f"{servers.scheduler_url}history/by_name/VerifyChecksums")
+        runs = urllib.request.urlopen(f"{servers.scheduler_url}history/by_name/VerifyChecksums").read().decode()
+        # each record's link, then its parameters, up to the next record's link
+        [record] = [link for link, rest in re.findall(r'href="/(history/by_id/\d+)"(.*?)(?=href="/history/by_id/|$)',
+                                                     runs, re.S) if BAD_DAY.isoformat() in rest]
+        page.open(servers.scheduler_url + record)  # the day's VerifyChecksums: failed, then done after the reset
+        page.screenshot("luigid-history.png")
+
+        grid_days(sot, env, luigi, work)
+        html = os.path.join(work, "grid.html")
+        shown = subprocess.run([*workflows, "status", "--grid", "--from", GAVE_UP.isoformat(), "--to",
+                                DAY.isoformat(), "--html", html], cwd=REPO, env=env, check=True,
+                               capture_output=True, text=True)
+        print(shown.stdout)
+        page.call("Network.enable")
+        page.open(f"file://{html}", seconds=2)
+        cells = page.evaluate("[...document.querySelectorAll('.cell')].map(c => c.className + ' '"
+                              " + getComputedStyle(c).backgroundColor)")
+        if len(cells) != (DAY - GAVE_UP).days + 1 or len({c.split(" ", 2)[2] for c in cells}) < 5:
+            raise SystemExit(f"the grid page does not show one coloured cell per day: {cells}")
+        if page.evaluate("performance.getEntriesByType('resource').length"):
+            raise SystemExit("the grid page made a request")
+        page.screenshot("status-grid.png")
     finally:
         if browser:
             browser.kill()

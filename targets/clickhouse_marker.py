@@ -10,6 +10,7 @@ only while the table's day holds the rows it counted: a server that crashed
 after a swap can bring replaced parts back, and the next run then loads the
 day again."""
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import luigi
@@ -39,7 +40,7 @@ _KEY = ("network = %(network)s AND processing_date = %(date)s AND window_days = 
         " AND table_name = %(table_name)s")
 
 
-def _quoted(name):
+def _quoted(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
@@ -68,11 +69,11 @@ class ClickHouseMarkerTarget(luigi.Target):
         self.table_name = table_name
 
     @property
-    def _key(self):
+    def _key(self) -> dict[str, Any]:
         return {"network": self.network, "date": self.date, "window_days": self.window_days,
                 "table_name": self.table_name}
 
-    def loaded_rows(self):
+    def loaded_rows(self) -> int | None:
         """Rows loaded, or None when the marker is absent or its table's day no longer holds them."""
         marker = self.client.execute(
             f"SELECT argMax(loaded, version), argMax(rows, version)"
@@ -85,20 +86,22 @@ class ClickHouseMarkerTarget(luigi.Target):
             " WHERE processing_date = %(date)s AND window_days = %(window_days)s", self._key)
         return rows if held == rows else None
 
-    def exists(self):
+    def exists(self) -> bool:
         return self.loaded_rows() is not None
 
-    def touch(self, rows=0, accounting=((), ())):
+    def touch(self, rows: int = 0,
+              accounting: tuple[Iterable[str], Iterable[str]] = ((), ())) -> None:
         """`accounting`: the load's (ignored file columns, defaulted table columns), kept with the marker."""
         self._append(loaded=1, rows=rows, accounting=accounting)
 
-    def remove(self):
+    def remove(self) -> bool:
         """Returns whether the marker counted before (a row is appended either way)."""
         existed = self.exists()
         self._append(loaded=0, rows=0)
         return existed
 
-    def _append(self, loaded, rows, accounting=((), ())):
+    def _append(self, loaded: int, rows: int,
+                accounting: tuple[Iterable[str], Iterable[str]] = ((), ())) -> None:
         """A row whose version is one above the key's latest, computed by the server."""
         ignored, defaulted = accounting
         table = f"{_quoted(self.database)}.{_quoted(MARKER_TABLE)}"
@@ -109,6 +112,6 @@ class ClickHouseMarkerTarget(luigi.Target):
             f" CAST(%(defaulted)s AS Array(String)) FROM {table} WHERE {_KEY}",
             dict(self._key, loaded=int(loaded), rows=int(rows), ignored=list(ignored), defaulted=list(defaulted)))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"ClickHouseMarkerTarget({self.database}.{self.table_name} {self.network}"
                 f" {self.date} {self.window_days})")

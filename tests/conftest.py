@@ -1,6 +1,5 @@
 """Real Redis, ClickHouse and luigid, started once per test session on free
 loopback ports in a temporary directory, and a clean slate for every test."""
-import datetime as dt
 import json
 import os
 import shutil
@@ -17,23 +16,27 @@ from redis import Redis
 
 from devkit.local_servers import LocalServers, free_port, luigid_server
 from devkit.sample import make_snapshot, write_snapshot
-from workflows import scheduler
 from workflows.pipeline.base import IngestionTask
 from workflows.pipeline.daily import RunDaily
 from workflows.schema import SCHEMAS, TABLES
+
+# expected_rows and luigid_tasks too, for test modules that still import them from here
+from common import (  # noqa: F401
+    DATE,
+    FEATURE_ROWS,
+    REPO,
+    WEBHOOK_TOKEN,
+    WINDOW,
+    close_clickhouse_connections,
+    expected_rows,
+    luigid_tasks,
+)
 
 # CI (CI=true) tries the same examples every time, so a landing never waits on
 # a new random find; elsewhere every run explores new ones
 hypothesis_settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATE = dt.date(2024, 10, 30)
-WINDOW = 195
-FEATURE_ROWS = 500
-WEBHOOK_TOKEN = "webhook-secret-tok"
-
 
 SERVER_FIXTURES = {"servers", "pipeline", "engine", "engine26", "server1816", "s3_store", "namespaces"}
 
@@ -51,6 +54,7 @@ def pytest_collection_modifyitems(items):
 def servers(tmp_path_factory):
     local = LocalServers(tmp_path_factory.mktemp("servers"), luigi_config=os.path.join(REPO, "luigi.cfg")).start()
     yield local
+    close_clickhouse_connections()
     local.stop()
 
 
@@ -164,19 +168,6 @@ def webhook():
     server.shutdown()
 
 
-def luigid_tasks(url, status):
-    """luigid's tasks of one status, as its visualiser lists them."""
-    return scheduler.call("task_list", url, status=status)
-
-
-def expected_rows(arrow_table, table, columns=None):
-    """The generated rows as ClickHouse returns them, in table order."""
-    schema = SCHEMAS[table]
-    columns = columns or schema.column_names
-    ordered = arrow_table.sort_by([(key, "ascending") for key in schema.order_by]).select(columns)
-    return [tuple(row[c] for c in columns) for row in ordered.to_pylist()]
-
-
 @pytest.fixture
 def pipeline(servers, tmp_path, monkeypatch):
     p = Pipeline(servers, str(tmp_path))
@@ -200,6 +191,7 @@ def pipeline(servers, tmp_path, monkeypatch):
     yield p
     luigi.Task.remove_event_handler(luigi.Event.SUCCESS, record_success)
     luigi.Task.remove_event_handler(luigi.Event.FAILURE, record_failure)
+    p.ch.disconnect()  # ClickHouse stops at once with no connection open (close_clickhouse_connections)
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ class Server1816:
 
     def http_rows(self, query):
         """The rows of `query` as the SOT export reads them over HTTP: FORMAT Native, read by sot_http."""
-        return HttpClickHouse("127.0.0.1", self.http_port, ("default", ""), False, 10).connect().execute(query)
+        return HttpClickHouse(f"http://127.0.0.1:{self.http_port}", ("default", ""), 10).connect().execute(query)
 
 
 class Engine26:

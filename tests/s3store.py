@@ -10,7 +10,7 @@ from pyarrow import fs
 from devkit.local_servers import s3_server
 from workflows.meta import META_FILENAME
 
-from conftest import DATE, WINDOW
+from common import DATE, WINDOW
 
 BUCKET, PREFIX = "risk-scoring", "snapshots"
 

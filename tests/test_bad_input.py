@@ -13,9 +13,7 @@ from devkit.sample import default_sizes, make_snapshot
 from workflows.meta import file_digest
 from workflows.schema import TABLES
 
-from conftest import DATE, FEATURE_ROWS, WINDOW
-
-OTHER_DATE = DATE - dt.timedelta(days=1)
+from common import DATE, FEATURE_ROWS, OTHER_DATE, WINDOW
 
 
 def rewrite_meta(pipeline, edit=None):

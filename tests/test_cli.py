@@ -14,7 +14,7 @@ from workflows import cli
 from workflows.crontab import crontab
 from workflows.schema import TABLES
 
-from conftest import DATE, REPO
+from common import DATE, REPO
 
 
 def loaded_versions(pipeline):
@@ -174,6 +174,20 @@ def test_crontab_is_the_commands_default_output(monkeypatch, capsys):
     for job in jobs:
         network = job[job.index("--networks") + 1]
         assert "flock" in job and "-n" in job and job[-3:] == [">>", f"/var/log/sot-ingestion/{network}.log", "2>&1"]
+
+
+def test_networks_that_would_reach_the_3_am_slot_are_spread_over_the_two_hours():
+    eight, nine = (tuple(f"n{i}" for i in range(n)) for n in (8, 9))
+
+    def starts(text):
+        return [(int(line.split()[1]), int(line.split()[0])) for line in text.splitlines() if line[:1].isdigit()]
+
+    assert starts(crontab(eight))[:8] == [(1, 0), (1, 15), (1, 30), (1, 45), (2, 0), (2, 15), (2, 30), (2, 45)]
+    assert "spread" not in crontab(eight)
+    night = starts(crontab(nine))[:9]
+    assert night == [(1 + m // 60, m % 60) for m in range(0, 9 * 13, 13)] and night[-1] < (3, 0)
+    assert "# 9 networks 15 minutes apart would run into the 3:00 slot: spread 13 minutes apart instead." in \
+        crontab(nine).splitlines()
 
 
 @pytest.mark.parametrize("local_time, day", [("2024-10-31 02:00:00", "2024-10-30"),  # 1:00 UTC

@@ -18,7 +18,7 @@ from workflows.schema import SCHEMAS, TABLES
 from workflows.slices import Slice
 from workflows.status import print_status
 
-from conftest import DATE, REPO, WINDOW, expected_rows, luigid_tasks
+from common import DATE, REPO, RUN_DAILY_LOCAL, WINDOW, close_clickhouse_connections, expected_rows, luigid_tasks, poll
 
 CLUSTER = "sot"
 CATCH_UP_SECONDS = 60
@@ -51,6 +51,7 @@ def replicas(tmp_path_factory):
     for server in cluster.servers:
         server.start()
     yield cluster
+    close_clickhouse_connections()
     for server in cluster.servers + [cluster.zookeeper]:
         server.stop()
 
@@ -88,15 +89,9 @@ def counts(client, database):
 
 
 def wait_for_rows(client, database, expected, seconds=CATCH_UP_SECONDS):
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if counts(client, database) == expected:
-                return
-        except Exception:  # the replica is still starting, or has not got the table yet
-            pass
-        assert time.monotonic() < deadline, f"not caught up within {seconds} s"
-        time.sleep(0.5)
+    # an exception: the replica is still starting, or has not got the table yet
+    poll(lambda: counts(client, database) == expected, seconds, "the replica caught up", interval=0.5,
+         ignoring=Exception)
 
 
 def status_text(pipeline):
@@ -140,6 +135,7 @@ def test_with_one_replica_down_a_day_loads_through_the_other_and_it_catches_up(o
     assert pipeline.run(date=DATE.replace(day=29))  # the schema is there, as on any day but the first
     tables = pipeline.publish()
     down = replicas.servers[1]
+    close_clickhouse_connections()
     down.stop()
 
     started = time.monotonic()
@@ -164,10 +160,11 @@ def test_a_worker_turns_to_the_next_replica_when_the_first_is_down(on_cluster, r
     pipeline.publish(date=DATE.replace(day=29))
     assert pipeline.run(date=DATE.replace(day=29))
     tables = pipeline.publish()
+    close_clickhouse_connections()
     replicas.servers[0].stop()
     pipeline.use_replicas(0, 1)
 
-    result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler")
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL)
 
     assert result.returncode == 0, result.stderr[-3000:]
     expected = {t: tables[t].num_rows for t in TABLES}

@@ -4,7 +4,6 @@ current 26.x engine (chdb-core, in this process). The product's functions run
 unchanged on either; only the transport of the Native blocks differs (the TCP
 protocol on 18.16, a Native-format file on 26.x), and both carry the bytes of
 native.native_block."""
-import datetime as dt
 import inspect
 import io
 import time
@@ -27,10 +26,11 @@ from workflows.slices import Slice
 from workflows.sources import sot_clickhouse
 from workflows.state import loaded_days
 
+from common import DATE, OTHER_DATE, WINDOW
 from engines import Engine26, Server1816
 from original_ddl import create_original
 
-DATE, OTHER_DATE, WINDOW, NETWORK = dt.date(2024, 10, 30), dt.date(2024, 10, 29), 195, "ethereum"
+NETWORK = "ethereum"
 # Decimal128(18) holds 38 digits; spelled out, since Python's arithmetic rounds to 28
 DECIMAL_MAX = Decimal("99999999999999999999.999999999999999999")
 DECIMAL_MIN = Decimal("-99999999999999999999.999999999999999999")
@@ -140,6 +140,7 @@ def scenario(engine, tmp_path):
         day_marker = ClickHouseMarkerTarget(engine, database, Slice(NETWORK, DATE, WINDOW), table)
         day_marker.touch(seen["other days untouched"][table])
     seen["complete after"] = engine.execute(f"SELECT * FROM {database}.complete_days")
+    seen["last complete day"] = engine.execute(*sql.last_complete_day(database, NETWORK, WINDOW))
     marker.remove()
     seen["marker removed"] = marker.exists()
     marker.touch(30)
@@ -272,6 +273,7 @@ def test_every_statement_gives_the_same_results_on_both_generations(server1816, 
     assert old["marker before"] is False and old["marker set"] == (True, 30) and old["marker removed"] is False
     assert old["status"] == {DATE: {"raw_alerts": 30}}  # OTHER_DATE's raw_features holds no 7 rows
     assert old["complete before"] == [] and old["complete after"] == [(NETWORK, DATE, WINDOW)]
+    assert old["last complete day"] == [(DATE,)]
     assert old["marker set again"] == 30 and old["versions"] == [(4,)]
     assert old["fresh staging kept"] == [] and old["stale staging swept"] is True
     assert [name for (name,) in old["tables at the end"]] == sorted([*TABLES, "complete_days", "ingestion_markers"])

@@ -11,7 +11,7 @@ import pytest
 from devkit.demo import USUAL_PORTS
 from devkit.local_servers import port_free
 
-from conftest import REPO
+from common import REPO
 
 pytestmark = pytest.mark.servers  # the demo starts its own
 

@@ -11,7 +11,6 @@ import shlex
 import stat
 import subprocess
 import sys
-import time
 from urllib.parse import urlparse
 
 import pytest
@@ -20,7 +19,8 @@ from dotenv import dotenv_values
 
 from workflows import cli
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from common import REPO, poll
+
 COMPOSE = os.path.join(REPO, "docker-compose.yml")
 ENTRYPOINT = os.path.join(REPO, "docker", "entrypoint.sh")
 SERVICES = ("redis", "clickhouse", "luigid", "worker")
@@ -458,7 +458,7 @@ def test_shipped_crontab_calls_the_installed_luigi_and_is_current(tmp_path):
     assert jobs
     for job in jobs:
         assert " /usr/local/bin/luigi --module workflows RunDaily " in job, job
-        assert "cd /app && flock -n " in job, job
+        assert "cd /app && mkdir -p locks && flock -n locks/" in job, job  # this installation's locks
         log = re.search(r">> (\S+)", job).group(1)
         assert mount_holding(service("worker"), log), f"{log} is not on one of the worker's volumes"
     # from an empty directory, so that no .env changes INGESTION_NETWORKS
@@ -519,9 +519,7 @@ def test_entrypoint_without_arguments_installs_the_crontab_for_its_networks_and_
     assert installed == generated_crontab("ethereum,bitcoin", cwd=tmp_path)
     assert "--networks bitcoin" in installed and "--networks torus" not in installed
     assert dotenv_values(app / ".env")["INGESTION_NETWORKS"] == "ethereum,bitcoin"
-    deadline = time.monotonic() + 10  # tail runs in the background
-    while not (out / "tail").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll((out / "tail").exists, 10, "tail started", interval=0.05)  # tail runs in the background
     followed = (out / "tail").read_text().split()
     assert {"/var/log/sot-ingestion/ethereum.log", "/var/log/sot-ingestion/bitcoin.log"} <= set(followed)
 

@@ -20,9 +20,7 @@ from workflows import cli, disk
 from workflows.schema import TABLES
 from workflows.sources.base import space_needed
 
-from conftest import DATE, REPO, WINDOW, luigid_tasks
-
-RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
+from common import DATE, REPO, RUN_DAILY, RUN_DAILY_LOCAL, WINDOW, close_clickhouse_connections, luigid_tasks, poll
 
 
 @pytest.fixture
@@ -85,7 +83,7 @@ def test_a_disk_that_fills_during_a_download_gives_the_same_one_line(pipeline, s
     tables = pipeline.publish()
     pipeline.env["SOT_DOWNLOAD_DIR"] = pipeline.downloads = small_disk
 
-    full = run_with_fault(pipeline, "disk-filled-after-the-check", *RUN_DAILY, "--local-scheduler")
+    full = run_with_fault(pipeline, "disk-filled-after-the-check", *RUN_DAILY_LOCAL)
 
     assert full.returncode == 30, full.stderr[-3000:]
     [line] = [line for line in full.stderr.splitlines() if " failed    DownloadSOT(" in line]
@@ -93,7 +91,7 @@ def test_a_disk_that_fills_during_a_download_gives_the_same_one_line(pipeline, s
     assert line.endswith(".parquet (0 MB free)"), line
     assert "Traceback" not in full.stderr
     os.remove(os.path.join(small_disk, "filler"))
-    assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0
+    assert pipeline.run_cli(*RUN_DAILY_LOCAL).returncode == 0
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
 
 
@@ -148,7 +146,7 @@ def test_a_server_that_refuses_connections_gives_one_line_naming_it_and_a_notice
     wrong = {"REDIS_URL": f"redis://:secret-pw@127.0.0.1:{closed}/0"} if server == "Redis" else \
         {"CLICKHOUSE_PORT": str(closed), "CLICKHOUSE_PASSWORD": "secret-pw"}
 
-    result = pipeline.run_cli(*RUN_DAILY, "--local-scheduler", **wrong)
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL, **wrong)
 
     assert result.returncode == 35, result.stderr[-2000:]  # [retcode] scheduling_error
     said = [line for line in result.stderr.splitlines() if "cannot check" in line and "{" not in line]
@@ -160,19 +158,16 @@ def test_a_server_that_refuses_connections_gives_one_line_naming_it_and_a_notice
     assert len(notices) == 1 and notices[0]["network"] == "ethereum"
     assert "secret-pw" not in result.stderr + result.stdout
 
-    assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0
+    assert pipeline.run_cli(*RUN_DAILY_LOCAL).returncode == 0
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
 
 
 def wait_for_raw_features_being_staged(luigid, seconds=120):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for task in luigid_tasks(luigid, "RUNNING").values():
-            if task["name"] == "VerifyChecksums" and \
-                    (task.get("status_message") or "").startswith("raw_features.parquet: "):
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"raw_features was not being staged within {seconds} s")
+    def staging():
+        return [task for task in luigid_tasks(luigid, "RUNNING").values()
+                if task["name"] == "VerifyChecksums" and
+                (task.get("status_message") or "").startswith("raw_features.parquet: ")]
+    poll(staging, seconds, "raw_features being staged", interval=0.05)
 
 
 def test_sigterm_ends_a_load_cleanly_and_an_immediate_rerun_goes_straight_on(pipeline, luigid):
@@ -200,11 +195,13 @@ def test_sigterm_ends_a_load_cleanly_and_an_immediate_rerun_goes_straight_on(pip
 
 def wait_for_the_features_insert(pipeline, run, seconds=120):
     """Until the run's INSERT into a raw_features staging table is under way on the server."""
-    deadline = time.monotonic() + seconds
-    while not pipeline.ch.execute("SELECT count() FROM system.processes"
-                                  " WHERE query LIKE 'INSERT INTO%\\\\_staging\\\\_raw\\\\_features%'")[0][0]:
-        assert time.monotonic() < deadline and run.poll() is None, "no raw_features insert seen"
-        time.sleep(0.02)
+    def inserting():
+        if pipeline.ch.execute("SELECT count() FROM system.processes"
+                               " WHERE query LIKE 'INSERT INTO%\\\\_staging\\\\_raw\\\\_features%'")[0][0]:
+            return True
+        assert run.poll() is None, "no raw_features insert seen: the run ended"
+        return False
+    poll(inserting, seconds, "a raw_features insert", interval=0.02)
 
 
 @pytest.fixture
@@ -217,17 +214,18 @@ def own_clickhouse(tmp_path, monkeypatch, pipeline):
     pipeline.env["CLICKHOUSE_PORT"] = str(port)
     pipeline.ch = Client("127.0.0.1", port=port)
     yield server
+    close_clickhouse_connections(pipeline.ch)
     server.stop()
 
 
 def test_clickhouse_killed_mid_load_leaves_readers_the_old_day_and_a_rerun_loads_the_new(pipeline, own_clickhouse):
     pipeline.publish(tables=make_snapshot("ethereum", DATE, WINDOW, 300_000))
-    assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0
+    assert pipeline.run_cli(*RUN_DAILY_LOCAL).returncode == 0
     old = pipeline.counts()
     republished = pipeline.publish(tables=make_snapshot("ethereum", DATE, WINDOW, 250_000, seed=1))
     cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum", "--step", "download"])
 
-    run = pipeline.start_cli(*RUN_DAILY, "--local-scheduler")
+    run = pipeline.start_cli(*RUN_DAILY_LOCAL)
     wait_for_the_features_insert(pipeline, run)
     own_clickhouse.process.kill()  # SIGKILL, mid-insert
     own_clickhouse.process.wait()
@@ -236,7 +234,7 @@ def test_clickhouse_killed_mid_load_leaves_readers_the_old_day_and_a_rerun_loads
 
     assert run.returncode == 30, output[-3000:]
     assert pipeline.count("raw_features") == old["raw_features"]  # readers still have the old day
-    assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0
+    assert pipeline.run_cli(*RUN_DAILY_LOCAL).returncode == 0
     assert pipeline.counts() == {t: republished[t].num_rows for t in TABLES}
     assert pipeline.ch.execute("SELECT name FROM system.tables WHERE startsWith(name, '_staging_')") == []
 
@@ -249,7 +247,7 @@ def test_a_server_that_accepts_and_never_answers_fails_the_run_within_the_connec
     hung.process.send_signal(signal.SIGSTOP)  # the kernel still accepts its connections
     try:
         started = time.monotonic()
-        result = pipeline.run_cli(*RUN_DAILY, "--local-scheduler", INGESTION_CONNECT_TIMEOUT="2")
+        result = pipeline.run_cli(*RUN_DAILY_LOCAL, INGESTION_CONNECT_TIMEOUT="1")
         elapsed = time.monotonic() - started
     finally:
         hung.process.send_signal(signal.SIGCONT)
@@ -261,13 +259,13 @@ def test_a_server_that_accepts_and_never_answers_fails_the_run_within_the_connec
         pipeline.env["CLICKHOUSE_PORT"]
     assert said and f"cannot check Cleanup: {server} 127.0.0.1:{port}: " in said[0], said
     assert "timed out" in said[0].lower() or "timeout" in said[0].lower(), said
-    assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0
+    assert pipeline.run_cli(*RUN_DAILY_LOCAL).returncode == 0
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
 
 
 def test_the_worker_sigkilled_mid_load_leaves_the_day_whole_and_a_rerun_loads_it(pipeline):
     tables = pipeline.publish(tables=make_snapshot("ethereum", DATE, WINDOW, 300_000))
-    run = pipeline.start_cli(*RUN_DAILY, "--local-scheduler")
+    run = pipeline.start_cli(*RUN_DAILY_LOCAL)
     wait_for_the_features_insert(pipeline, run)
     run.kill()  # SIGKILL: no cleanup of any kind
     run.communicate(timeout=60)
@@ -275,7 +273,7 @@ def test_the_worker_sigkilled_mid_load_leaves_the_day_whole_and_a_rerun_loads_it
     assert pipeline.count("raw_features") == 0  # a new day: no half of it visible
     assert pipeline.ch.execute(
         "SELECT count() FROM system.tables WHERE startsWith(name, '_staging_raw_features')")[0][0]
-    rerun = pipeline.run_cli(*RUN_DAILY, "--local-scheduler")
+    rerun = pipeline.run_cli(*RUN_DAILY_LOCAL)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
     # the dead worker's staging table went with the rerun's first load
@@ -291,14 +289,14 @@ def run_with_fault(pipeline, point, *args, **env):
 
 def test_the_worker_sigkilled_mid_download_leaves_no_download_and_a_rerun_loads_the_day(pipeline):
     tables = pipeline.publish()
-    killed = run_with_fault(pipeline, "mid-download", *RUN_DAILY, "--local-scheduler")
+    killed = run_with_fault(pipeline, "mid-download", *RUN_DAILY_LOCAL)
 
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     parent = os.path.dirname(pipeline.download_dir())
     assert not os.path.exists(pipeline.download_dir())  # half a copy never looks like a download
     [partial] = [name for name in os.listdir(parent) if ".partial-" in name]
     assert len(os.listdir(os.path.join(parent, partial))) == 2  # META.json and the first listed file
-    rerun = pipeline.run_cli(*RUN_DAILY, "--local-scheduler")
+    rerun = pipeline.run_cli(*RUN_DAILY_LOCAL)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
     assert [name for name in os.listdir(parent) if ".partial-" in name] == []
@@ -306,13 +304,13 @@ def test_the_worker_sigkilled_mid_download_leaves_no_download_and_a_rerun_loads_
 
 def test_a_crash_between_a_swap_and_its_marker_reloads_that_table_on_the_rerun(pipeline):
     tables = pipeline.publish()
-    killed = run_with_fault(pipeline, "between-swap-and-marker", *RUN_DAILY, "--local-scheduler")
+    killed = run_with_fault(pipeline, "between-swap-and-marker", *RUN_DAILY_LOCAL)
 
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     [swapped] = [t for t in TABLES if pipeline.count(t)]
     assert pipeline.count(swapped) == tables[swapped].num_rows  # the whole day, never a part of it
     assert pipeline.markers() == []  # so no reader's complete_days lists it
-    rerun = pipeline.run_cli(*RUN_DAILY, "--local-scheduler")
+    rerun = pipeline.run_cli(*RUN_DAILY_LOCAL)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
     assert sorted((table, rows) for table, _, loaded, rows, _ in pipeline.markers() if loaded) == \
@@ -322,7 +320,7 @@ def test_a_crash_between_a_swap_and_its_marker_reloads_that_table_on_the_rerun(p
 
 def test_redis_killed_mid_run_fails_in_one_line_and_a_rerun_loads_the_day(pipeline, own_redis):
     tables = pipeline.publish()
-    result = run_with_fault(pipeline, "redis-killed-after-validation", *RUN_DAILY, "--local-scheduler",
+    result = run_with_fault(pipeline, "redis-killed-after-validation", *RUN_DAILY_LOCAL,
                             FAULT_REDIS_PID=str(own_redis.process.pid))
 
     assert result.returncode == 30, result.stderr[-3000:]  # the step after validation failed
@@ -338,7 +336,7 @@ def test_redis_killed_mid_run_fails_in_one_line_and_a_rerun_loads_the_day(pipeli
                                                            ("task_gave_up", "VerifyChecksums")]
     assert pipeline.counts() == {t: 0 for t in TABLES}
     own_redis.start()  # back, empty: nothing was saved
-    rerun = pipeline.run_cli(*RUN_DAILY, "--local-scheduler")
+    rerun = pipeline.run_cli(*RUN_DAILY_LOCAL)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
 
@@ -350,7 +348,7 @@ def test_redis_flushed_after_success_neither_downloads_nor_loads_again(pipeline)
     pipeline.redis.flushall()
     shutil.rmtree(pipeline.snapshot_dir())  # the SOT has moved on: nothing may need it
 
-    rerun = pipeline.run_cli(*RUN_DAILY, "--local-scheduler")
+    rerun = pipeline.run_cli(*RUN_DAILY_LOCAL)
 
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert pipeline.markers() == markers  # no table loaded again

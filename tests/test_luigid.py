@@ -10,13 +10,13 @@ from devkit.local_servers import Server, free_port, luigid_server
 from workflows.config import DEFAULTS, LUIGI_FROM_ENVIRONMENT
 from workflows.schema import TABLES
 
-from conftest import DATE, REPO, luigid_tasks
+from common import DATE, REPO, RUN_DAILY, luigid_tasks
 
 
 def test_run_daily_through_luigid(pipeline, luigid):
     tables = pipeline.publish()
 
-    result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
+    result = pipeline.run_cli(*RUN_DAILY)
 
     assert result.returncode == 0, result.stderr
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
@@ -28,7 +28,7 @@ def test_failed_run_exits_non_zero_with_the_reason(pipeline, luigid):
     pipeline.publish()
     pipeline.tamper("raw_alerts.parquet")
 
-    result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
+    result = pipeline.run_cli(*RUN_DAILY)
 
     assert result.returncode == 30, result.stderr  # [retcode] task_failed
     assert f"ethereum {DATE} raw_alerts.parquet: sha256 checksum mismatch" in result.stderr
@@ -92,7 +92,7 @@ def test_a_failing_day_run_from_another_directory_through_a_stock_luigid_makes_e
                "INGESTION_RETRY_ATTEMPTS": "2"}
         env.pop("LUIGI_CONFIG_PATH", None)
         result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "workflows",
-                                 "RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum"],
+                                 *RUN_DAILY],
                                 cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
         disabled = luigid_tasks(f"http://127.0.0.1:{port}/", "DISABLED")
     finally:
@@ -124,7 +124,7 @@ def test_the_history_page_keeps_a_recovered_failure(pipeline, luigid, tmp_path):
     recovery, VerifyChecksums' runs list the failure and the success."""
     pipeline.publish()
     pipeline.tamper("raw_alerts.parquet")
-    day = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
+    day = RUN_DAILY
     assert pipeline.run_cli(*day).returncode == 30
     pipeline.publish()  # the SOT republishes the day
     subprocess.run([sys.executable, "-m", "workflows", "reset", "--date", DATE.isoformat(), "--network", "ethereum"],

@@ -9,10 +9,9 @@ import sys
 from devkit.sample import make_snapshot
 from workflows.schema import TABLES
 
-from conftest import DATE, REPO, WINDOW
+from common import REPO, RUN_DAILY_LOCAL, WINDOW
 from original_ddl import create_original
 
-RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler")
 OLD_DAYS = (dt.date(2024, 9, 30), dt.date(2024, 10, 1))  # loaded by the old system, across a month boundary
 
 
@@ -48,7 +47,7 @@ def test_a_database_of_the_old_system_is_refused_then_migrated_without_losing_a_
     held = fill_original(pipeline)
     before = {t: table_contents(pipeline, t) for t in TABLES}
 
-    refused = pipeline.run_cli(*RUN_DAILY)
+    refused = pipeline.run_cli(*RUN_DAILY_LOCAL)
 
     assert refused.returncode == 35, refused.stderr[-3000:]  # before any load: the check of the first load
     [line] = [line.split("complete() method: ", 1)[-1] for line in refused.stderr.splitlines()
@@ -82,7 +81,7 @@ def test_a_database_of_the_old_system_is_refused_then_migrated_without_losing_a_
     assert again.returncode == 0 and again.stdout.strip().endswith("rebuilt 0 table(s)"), again.stdout
     assert "raw_alerts: already in the pipeline's layout" in again.stdout
 
-    loaded = pipeline.run_cli(*RUN_DAILY)
+    loaded = pipeline.run_cli(*RUN_DAILY_LOCAL)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
     for date in OLD_DAYS:  # the old system's days untouched by the load

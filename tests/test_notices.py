@@ -18,7 +18,7 @@ from workflows.pipeline.daily import day_tasks
 from workflows.schema import TABLES
 from workflows.slices import Slice
 
-from conftest import DATE, REPO, WINDOW, luigid_tasks
+from common import DATE, REPO, RUN_DAILY, RUN_DAILY_LOCAL, WINDOW, luigid_tasks
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def smtp_sink():
 def test_visualiser_shows_progress_and_no_secrets(pipeline, luigid):
     tables = pipeline.publish()
 
-    result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum",
+    result = pipeline.run_cli(*RUN_DAILY,
                               SOT_PASSWORD="s3cret-sot", CLICKHOUSE_PASSWORD="")
 
     assert result.returncode == 0, result.stderr[-2000:]
@@ -80,7 +80,7 @@ def test_the_visualiser_shows_a_failed_tasks_reason_not_its_last_progress(pipeli
     pipeline.publish()
     pipeline.tamper("raw_features.parquet")
 
-    result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
+    result = pipeline.run_cli(*RUN_DAILY)
 
     assert result.returncode == 30, result.stderr[-2000:]
     [failed] = [t for status in ("FAILED", "DISABLED") for t in luigid_tasks(luigid, status).values()
@@ -90,7 +90,7 @@ def test_the_visualiser_shows_a_failed_tasks_reason_not_its_last_progress(pipeli
 
 def test_luigid_serves_prometheus_metrics(pipeline, luigid):
     pipeline.publish()
-    assert pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum").returncode == 0
+    assert pipeline.run_cli(*RUN_DAILY).returncode == 0
 
     with urllib.request.urlopen(f"{luigid}metrics") as response:
         metrics = response.read().decode()
@@ -121,7 +121,7 @@ def tampered_day(pipeline):
     """A published day whose raw_alerts.parquet no longer matches its checksum: every attempt fails."""
     pipeline.publish()
     pipeline.tamper("raw_alerts.parquet")
-    return "RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum"
+    return RUN_DAILY
 
 
 def test_no_notice_while_attempts_remain(pipeline, webhook, luigid):
@@ -139,7 +139,7 @@ def test_luigi_email_is_sent_when_configured(pipeline, smtp_sink):
     pipeline.publish()
     pipeline.tamper("raw_alerts.parquet")
 
-    result = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler",
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL,
                               ALERT_EMAIL_TO="ops@example.com", SMTP_HOST="127.0.0.1", SMTP_PORT=str(port))
 
     assert result.returncode == 30

@@ -12,9 +12,7 @@ from devkit.sample import make_snapshot
 from workflows import cli, clickhouse, sql
 from workflows.schema import TABLES
 
-from conftest import DATE, REPO, luigid_tasks
-
-RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
+from common import DATE, REPO, RUN_DAILY, RUN_DAILY_LOCAL, luigid_tasks, poll
 
 
 def run_daily(pipeline, *extra, **env):
@@ -22,9 +20,7 @@ def run_daily(pipeline, *extra, **env):
 
 
 def wait_for_a_failure(luigid, seconds=60):
-    deadline = time.monotonic() + seconds
-    while not luigid_tasks(luigid, "FAILED") and time.monotonic() < deadline:
-        time.sleep(0.2)
+    poll(lambda: luigid_tasks(luigid, "FAILED"), seconds, "a failed task in luigid")
 
 
 def test_failed_task_is_retried_by_luigid_then_given_up(pipeline, luigid):
@@ -145,7 +141,7 @@ def test_two_local_scheduler_runs_at_once_leave_exactly_one_copy_of_the_day(pipe
     published = {t: tables[t].num_rows for t in TABLES}
     for attempt in range(3):
         # two different command lines: luigi's own lock refuses a second identical one
-        runs = [pipeline.start_cli(*RUN_DAILY, "--local-scheduler", *extra) for extra in ((), ("--workers", "2"))]
+        runs = [pipeline.start_cli(*RUN_DAILY_LOCAL, *extra) for extra in ((), ("--workers", "2"))]
         outputs = [run.communicate(timeout=300)[0] for run in runs]
 
         errors = [line for output in outputs for line in output.splitlines() if "ERROR" in line or "Error" in line]
@@ -154,7 +150,7 @@ def test_two_local_scheduler_runs_at_once_leave_exactly_one_copy_of_the_day(pipe
         for table, _, loaded, rows, _ in pipeline.markers():
             assert not loaded or rows == published[table], (table, rows)
         assert pipeline.ch.execute("SELECT name FROM system.tables WHERE startsWith(name, '_staging_')") == []
-        assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0
+        assert pipeline.run_cli(*RUN_DAILY_LOCAL).returncode == 0
         assert pipeline.counts() == published
         cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum", "--step", "download"])
 

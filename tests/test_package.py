@@ -4,7 +4,7 @@ import subprocess
 import sys
 import zipfile
 
-from conftest import REPO
+from common import REPO
 
 
 def test_the_wheel_holds_the_product_and_no_dev_kit(tmp_path):

@@ -16,7 +16,7 @@ from workflows.pipeline import steps
 from workflows.schema import TABLES
 from workflows.slices import Slice
 
-from conftest import DATE, WINDOW, expected_rows
+from common import DATE, WINDOW, expected_rows
 
 
 def test_two_networks_load_row_by_row(pipeline):

@@ -13,10 +13,8 @@ from devkit.producer import ProducerDay, sha256
 from workflows import cli
 from workflows.schema import TABLES
 
-from conftest import DATE, WINDOW
+from common import DATE, RUN_DAILY_LOCAL, WINDOW
 from s3store import BUCKET
-
-RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler")
 
 
 @pytest.fixture
@@ -56,7 +54,7 @@ def assert_loaded_exactly(pipeline, day, without=()):
 def test_a_producer_day_loads_exactly_from_a_folder_with_its_nans(pipeline, producer):
     with_nans(producer).write()
 
-    result = pipeline.run_cli(*RUN_DAILY)
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL)
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert_loaded_exactly(pipeline, producer)
@@ -75,7 +73,7 @@ def test_a_producer_day_loads_from_s3_anonymously_asking_only_for_what_it_loads(
                 s3.put(os.path.relpath(os.path.join(folder, name), producer.root), stream.read())
     s3.record()
 
-    result = pipeline.run_cli(*RUN_DAILY, SOT_URL=f"s3://{BUCKET}/snapshots", SOT_S3_ANONYMOUS="1")
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL, SOT_URL=f"s3://{BUCKET}/snapshots", SOT_S3_ANONYMOUS="1")
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert_loaded_exactly(pipeline, producer)
@@ -88,7 +86,7 @@ def test_a_producer_day_loads_from_s3_anonymously_asking_only_for_what_it_loads(
 def test_a_day_without_clusters_loads_no_clusters(pipeline, producer):
     producer.write(leave_out=("clusters",))
 
-    result = pipeline.run_cli(*RUN_DAILY)
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL)
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert_loaded_exactly(pipeline, producer, without=("raw_clusters",))
@@ -98,7 +96,7 @@ def test_a_day_without_clusters_loads_no_clusters(pipeline, producer):
 def test_a_count_that_is_not_the_files_is_bad_input_naming_both(pipeline, producer):
     producer.write(counts={"alerts": len(producer.rows["raw_alerts"]) + 1})
 
-    result = pipeline.run_cli(*RUN_DAILY, INGESTION_RETRY_ATTEMPTS="1")
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL, INGESTION_RETRY_ATTEMPTS="1")
 
     assert result.returncode == 30, result.stderr[-3000:]
     rows = len(producer.rows["raw_alerts"])
@@ -114,12 +112,14 @@ def test_labels_republished_since_the_export_load_the_current_file_and_say_so(pi
     producer.republish_labels(extra=3)
     current = sha256(producer.labels_path)
 
-    result = pipeline.run_cli(*RUN_DAILY)
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL)
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert pipeline.count("raw_address_labels") == len(producer.rows["raw_address_labels"])
-    [said] = [line for line in result.stderr.splitlines() if "republished" in line]
+    [said] = [line for line in result.stderr.splitlines() if "the labels were republished" in line]
     assert f"META.json has sha256 {exported}, the current file {current}" in said
+    [table_row] = [line for line in result.stderr.splitlines() if line.startswith("ethereum ") and "done;" in line]
+    assert table_row.endswith("done; labels republished since the export")  # the run's closing table
     assert cli.main(["status", "--date", DATE.isoformat(), "--network", "ethereum"]) == 0
     assert "labels republished since the export" in capsys.readouterr().out
 
@@ -129,7 +129,7 @@ def test_meta_uploaded_before_a_file_is_not_published_yet_then_loads(pipeline, p
     features = os.path.join(producer.folder, "features.parquet")
     shutil.move(features, features + ".later")
 
-    early = pipeline.run_cli(*RUN_DAILY, INGESTION_RETRY_ATTEMPTS="1")
+    early = pipeline.run_cli(*RUN_DAILY_LOCAL, INGESTION_RETRY_ATTEMPTS="1")
 
     assert early.returncode == 30, early.stderr[-3000:]
     assert f"ethereum {DATE}: not published yet: features.parquet, listed in META.json, is not at" \
@@ -137,7 +137,7 @@ def test_meta_uploaded_before_a_file_is_not_published_yet_then_loads(pipeline, p
     assert "bad input" not in early.stderr
     shutil.move(features + ".later", features)
     cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum"])
-    late = pipeline.run_cli(*RUN_DAILY)
+    late = pipeline.run_cli(*RUN_DAILY_LOCAL)
     assert late.returncode == 0, late.stderr[-3000:]
     assert_loaded_exactly(pipeline, producer)
 
@@ -153,7 +153,7 @@ def test_the_producers_types_load(pipeline, producer):
         row["pattern_id"] = None  # all null: Arrow's null type; the column's DEFAULT ''
     producer.write(counts={"clusters": 0})
 
-    result = pipeline.run_cli(*RUN_DAILY)
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL)
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert pipeline.count("raw_clusters") == 0

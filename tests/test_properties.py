@@ -2,7 +2,6 @@
 checking a Parquet file against its table. Whatever the bytes, the outcome is
 the result or one clear line (MetaError, FileMismatch), never another kind
 of failure."""
-import datetime as dt
 import io
 import json
 import string
@@ -18,7 +17,9 @@ from workflows.meta import PRODUCER_NAMES, PRODUCER_OPTIONAL, MetaError, parse_m
 from workflows.schema import SCHEMAS, TABLES
 from workflows.slices import Slice
 
-DATE, WINDOW, NETWORK = dt.date(2024, 10, 30), 195, "ethereum"
+from common import DATE, WINDOW
+
+NETWORK = "ethereum"
 PLAIN = set(string.ascii_letters + string.digits + "_.-")
 
 json_values = st.recursive(

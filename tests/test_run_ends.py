@@ -10,9 +10,8 @@ import pytest
 from devkit.local_servers import free_port
 from workflows.schema import TABLES
 
-from conftest import DATE, WINDOW
+from common import DATE, RUN_DAILY, RUN_DAILY_LOCAL, WINDOW
 
-RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum")
 HANG_SECONDS = 60  # far beyond any of these runs: a run still going then is waiting forever
 
 
@@ -60,7 +59,7 @@ def test_a_server_down_with_a_download_on_disk_ends_the_run_in_one_line(pipeline
     assert "Traceback" not in output
     assert seconds < 30
 
-    assert pipeline.run_cli(*RUN_DAILY, "--local-scheduler").returncode == 0  # the servers back: it loads
+    assert pipeline.run_cli(*RUN_DAILY_LOCAL).returncode == 0  # the servers back: it loads
     assert all(pipeline.counts()[t] > 0 for t in TABLES)
 
 
@@ -70,7 +69,7 @@ def test_a_download_folder_that_is_a_file_is_named_not_blamed_on_clickhouse(pipe
     not_a_folder = tmp_path / "a-file"
     not_a_folder.write_text("")
 
-    status, output, _ = run_to_the_end(pipeline, *RUN_DAILY, "--local-scheduler", SOT_DOWNLOAD_DIR=str(not_a_folder))
+    status, output, _ = run_to_the_end(pipeline, *RUN_DAILY_LOCAL, SOT_DOWNLOAD_DIR=str(not_a_folder))
 
     assert status == 35, output[-3000:]
     said = [line for line in our_lines(output) if "cannot check" in line and not line.startswith("WARNING")]
@@ -88,7 +87,7 @@ def test_a_download_folder_that_cannot_be_written_fails_the_download_in_one_line
     if mounted.returncode:
         pytest.skip(f"mounting a tmpfs is not allowed here: {mounted.stderr.decode().strip()}")
     try:
-        status, output, _ = run_to_the_end(pipeline, *RUN_DAILY, "--local-scheduler",
+        status, output, _ = run_to_the_end(pipeline, *RUN_DAILY_LOCAL,
                                            SOT_DOWNLOAD_DIR=str(read_only))
     finally:
         subprocess.run(["umount", "-l", str(read_only)], check=True)

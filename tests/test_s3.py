@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import re
-import time
 
 import pytest
 
@@ -14,10 +13,8 @@ from devkit.local_servers import free_port
 from workflows.meta import META_FILENAME
 from workflows.schema import TABLES
 
-from conftest import DATE, WINDOW, luigid_tasks
+from common import DATE, RUN_DAILY_LOCAL, WINDOW, luigid_tasks, poll
 from s3store import BUCKET, PREFIX, S3Store
-
-RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler")
 
 
 def published(pipeline, s3, **options):
@@ -31,13 +28,13 @@ def test_keyed_access_loads_exactly_the_published_rows_and_no_key_is_shown(pipel
     tables = published(pipeline, s3)
     key_id, secret = s3.reader_keys()
 
-    refused = pipeline.run_cli(*RUN_DAILY, AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret + "x")
+    refused = pipeline.run_cli(*RUN_DAILY_LOCAL, AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret + "x")
     assert refused.returncode == 30, refused.stderr[-3000:]
     [line] = [line for line in refused.stderr.splitlines() if " failed    DownloadSOT(" in line]
     assert "ethereum 2024-10-30 download: " in line and "ACCESS_DENIED" in line, line
     assert pipeline.counts() == {t: 0 for t in TABLES}
 
-    loaded = pipeline.run_cli(*RUN_DAILY, AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret)
+    loaded = pipeline.run_cli(*RUN_DAILY_LOCAL, AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
     for output in (refused, loaded):
@@ -49,7 +46,7 @@ def test_anonymous_access_to_a_public_bucket_sends_only_unsigned_requests(pipeli
     s3.record()
 
     # keys in the environment that must not be used: the requests are unsigned
-    result = pipeline.run_cli(*RUN_DAILY, SOT_S3_ANONYMOUS="1", AWS_ACCESS_KEY_ID="decoy",
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL, SOT_S3_ANONYMOUS="1", AWS_ACCESS_KEY_ID="decoy",
                               AWS_SECRET_ACCESS_KEY="decoy-secret")
 
     assert result.returncode == 0, result.stderr[-3000:]
@@ -69,7 +66,7 @@ def test_a_snapshot_whose_last_object_appears_before_the_retry_loads(pipeline, s
     tables = pipeline.publish()
     s3.mirror(pipeline.snapshot_dir(), skip={late})
     pipeline.env["INGESTION_RETRY_ATTEMPTS"] = "3"
-    run = pipeline.start_cli(*RUN_DAILY)
+    run = pipeline.start_cli(*RUN_DAILY_LOCAL)
     output = []
     for line in run.stdout:
         output.append(line)
@@ -150,12 +147,16 @@ def test_the_server_killed_in_a_large_download_and_restarted_the_download_resume
         run = pipeline.start_cli("DownloadSOT", "--network", "ethereum", "--date", DATE.isoformat(),
                                  "--window-days", str(WINDOW))
         parent = os.path.dirname(pipeline.download_dir())
-        deadline, shown = time.monotonic() + 120, set()
-        while not any(os.path.getsize(os.path.join(root, "raw_features.parquet")) > 40 << 20
-                      for root, _, files in os.walk(parent) if "raw_features.parquet" in files):
-            assert time.monotonic() < deadline and run.poll() is None, "no download under way"
-            shown |= {task.get("status_message") for task in luigid_tasks(luigid, "RUNNING").values()}
-            time.sleep(0.01)
+        shown = set()
+
+        def past_40_mb():
+            if any(os.path.getsize(os.path.join(root, "raw_features.parquet")) > 40 << 20
+                   for root, _, files in os.walk(parent) if "raw_features.parquet" in files):
+                return True
+            assert run.poll() is None, "no download under way: the run ended"
+            shown.update(task.get("status_message") for task in luigid_tasks(luigid, "RUNNING").values())
+            return False
+        poll(past_40_mb, 120, "a download past 40 MB", interval=0.01)
         store.server.process.kill()
         store.server.process.wait()
         store.server.start()  # the same port, no data

@@ -15,7 +15,7 @@ from devkit.local_servers import clickhouse_server, free_port, redis_server
 from workflows import scheduler
 from workflows.schema import TABLES
 
-from conftest import DATE, REPO, WEBHOOK_TOKEN, luigid_tasks
+from common import DATE, REPO, RUN_DAILY, WEBHOOK_TOKEN, close_clickhouse_connections, luigid_tasks
 
 REDIS_PASSWORD, CLICKHOUSE_PASSWORD = "redis-secret-pw", "clickhouse-secret-pw"
 WRONG_PASSWORD = "wrong-secret-pw"
@@ -39,6 +39,7 @@ def guarded_servers(tmp_path, pipeline, monkeypatch):
     pipeline.env.update(env)
     pipeline.ch = Client("127.0.0.1", port=clickhouse_port, password=CLICKHOUSE_PASSWORD)
     yield
+    close_clickhouse_connections(pipeline.ch)
     for server in reversed(servers):
         server.stop()
 
@@ -107,8 +108,7 @@ def test_a_malformed_setting_gets_one_line_naming_it_and_no_part_of_its_secret(p
                                                                                says):
     pipeline.publish()
     outputs = []
-    for command in (["luigi", "--module", "workflows", "RunDaily", "--date", DATE.isoformat(),
-                     "--networks", "ethereum"],
+    for command in (["luigi", "--module", "workflows", *RUN_DAILY],
                     [sys.executable, "-m", "workflows", "status", "--date", DATE.isoformat()]):
         if command[0] == "luigi":
             command[0] = os.path.join(os.path.dirname(sys.executable), "luigi")

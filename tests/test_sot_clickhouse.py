@@ -21,7 +21,7 @@ from workflows.schema import SCHEMAS, TABLES
 from workflows.sources.sot_clickhouse import SOT_TABLES
 from workflows.sources.sot_http import HttpClickHouse, HttpServerError
 
-from conftest import DATE, REPO, WINDOW, expected_rows
+from common import DATE, REPO, RUN_DAILY_LOCAL, WINDOW, expected_rows
 from s3store import BUCKET, PREFIX
 
 SOT_DATABASE = "sot_ethereum"
@@ -132,7 +132,7 @@ def test_a_wrong_sot_password_is_one_line_saying_authentication_failed(pipeline,
     port = guarded_sot[protocol]
     refused = f"SOT ClickHouse 127.0.0.1:{port}: authentication failed for user 'default' (SOT_USER, SOT_PASSWORD)"
 
-    run = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler",
+    run = pipeline.run_cli(*RUN_DAILY_LOCAL,
                            SOT_URL="clickhouse://", SOT_PORT=str(port), SOT_PASSWORD=WRONG_PASSWORD)
     published = publish_cli(pipeline, "--date", DATE.isoformat(), "--network", "ethereum", "--to", pipeline.sot,
                             SOT_PORT=str(port), SOT_PASSWORD=WRONG_PASSWORD)
@@ -154,7 +154,7 @@ def test_an_error_the_server_meets_mid_export_over_http_is_its_own(pipeline):
     """An error after the server's first megabyte has gone out (its HTTP
     buffer) comes at the end of the body, after status 200: the reader finds
     it there, with its code, after the rows sent before it."""
-    client = HttpClickHouse("127.0.0.1", pipeline.servers.clickhouse_http_port, ("default", ""), False, 10).connect()
+    client = HttpClickHouse(f"http://127.0.0.1:{pipeline.servers.clickhouse_http_port}", ("default", ""), 10).connect()
     rows = []
     with pytest.raises(HttpServerError) as failed:
         for row in client.execute_iter("SELECT number, throwIf(number = 500000) FROM system.numbers LIMIT 600000",

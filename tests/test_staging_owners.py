@@ -12,7 +12,7 @@ import pytest
 from workflows import clickhouse, leases
 from workflows.schema import TABLES
 
-from conftest import DATE, REPO, WINDOW
+from common import DATE, REPO, WINDOW
 
 STAGER = f"""
 import sys, datetime as dt

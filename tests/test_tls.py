@@ -13,9 +13,7 @@ from devkit.sample import fill_sot_database, make_snapshot
 from workflows.config import Settings
 from workflows.schema import TABLES
 
-from conftest import DATE, REPO, WINDOW
-
-RUN_DAILY = ("RunDaily", "--date", DATE.isoformat(), "--networks", "ethereum", "--local-scheduler")
+from common import DATE, REPO, RUN_DAILY_LOCAL, WINDOW
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +58,7 @@ def tls_servers(certificates, tmp_path_factory, tls_ports):
 def test_a_day_loads_over_tls_to_clickhouse_and_redis(pipeline, tls_servers, certificates):
     tables = pipeline.publish()
 
-    result = pipeline.run_cli(*RUN_DAILY, **tls_servers, CLICKHOUSE_CA_CERTS=certificates["ca.pem"])
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL, **tls_servers, CLICKHOUSE_CA_CERTS=certificates["ca.pem"])
 
     assert result.returncode == 0, result.stderr[-3000:]
     over_tls = Client("127.0.0.1", port=int(tls_servers["CLICKHOUSE_PORT"]), secure=True,
@@ -72,7 +70,7 @@ def test_a_day_loads_over_tls_to_clickhouse_and_redis(pipeline, tls_servers, cer
 def test_a_certificate_of_an_unknown_ca_is_refused_in_one_line(pipeline, tls_servers):
     pipeline.publish()
 
-    result = pipeline.run_cli(*RUN_DAILY, **tls_servers)  # no CLICKHOUSE_CA_CERTS: the system's CAs
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL, **tls_servers)  # no CLICKHOUSE_CA_CERTS: the system's CAs
 
     assert result.returncode == 35, result.stderr[-3000:]
     said = [line for line in result.stderr.splitlines() if "cannot check" in line and "{" not in line]
@@ -82,7 +80,7 @@ def test_a_certificate_of_an_unknown_ca_is_refused_in_one_line(pipeline, tls_ser
 def test_verification_can_be_turned_off(pipeline, tls_servers):
     pipeline.publish()
 
-    result = pipeline.run_cli(*RUN_DAILY, **tls_servers, CLICKHOUSE_VERIFY="0")
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL, **tls_servers, CLICKHOUSE_VERIFY="0")
 
     assert result.returncode == 0, result.stderr[-3000:]
 

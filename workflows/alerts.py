@@ -14,7 +14,7 @@ import urllib.request
 from typing import Any
 
 from luigi.configuration import get_config
-from redis import RedisError
+from redis import Redis, RedisError
 
 from .errors import one_line
 from .slices import Slice
@@ -24,11 +24,11 @@ DEFAULT_DISABLE_WINDOW = 3600
 DEFAULT_RETRY_DELAY = 900  # luigi's
 
 
-def disable_window():
+def disable_window() -> int:
     return get_config().getint("scheduler", "disable_window", DEFAULT_DISABLE_WINDOW)
 
 
-def retry_delay():
+def retry_delay() -> int:
     """Seconds until the scheduler retries a failed task, as this process's
     luigi configuration has it (luigid's own is the one that counts)."""
     return get_config().getint("scheduler", "retry_delay", DEFAULT_RETRY_DELAY)
@@ -42,10 +42,10 @@ class Attempts:
     file on this host, for when Redis is down or was emptied: the larger
     count is the true one, so the last attempt is always known as such."""
 
-    def __init__(self, redis, key, path):
+    def __init__(self, redis: Redis, key: str, path: str) -> None:
         self.redis, self.key, self.path = redis, key, path
 
-    def add(self):
+    def add(self) -> int:
         """Counts one more failure; returns the attempt it was (1, 2, ...)."""
         try:
             with self.redis.pipeline() as pipe:
@@ -62,21 +62,21 @@ class Attempts:
             here = 0
         return max(shared, here)
 
-    def clear(self):
+    def clear(self) -> None:
         """A new round: the next failure is attempt 1. Raises RedisError
         when Redis does not answer (this host's count is cleared first)."""
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.path)
         self.redis.delete(self.key)
 
-    def clear_if_possible(self):
+    def clear_if_possible(self) -> None:
         """clear(), for a step whose outcome stands whatever Redis does: its count expires by itself."""
         try:
             self.clear()
         except RedisError as exc:
             logger.warning("could not clear the failure count in Redis: %s", one_line(exc))
 
-    def count_here(self, now=None):
+    def count_here(self, now: float | None = None) -> int:
         """Adds a failure to the count on this host; returns the failures in the window."""
         now = time.time() if now is None else now
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -101,7 +101,7 @@ def notice(day: Slice, step: tuple[str, str | None], reason: str, attempts: int,
             "attempts": attempts, "reason": reason}
 
 
-def send(body, webhook_url=None):
+def send(body: dict[str, Any], webhook_url: str | None = None) -> None:
     logger.error(json.dumps(body, sort_keys=True))
     if not webhook_url:
         return

@@ -15,7 +15,7 @@ import luigi.configuration
 import redis
 from clickhouse_driver.errors import Error as ClickHouseError
 
-from . import clickhouse, migrate, scheduler
+from . import clickhouse, grid, metrics, migrate, scheduler
 from .clients import clickhouse_client, failed_server
 from .config import ConfigError, Settings, check_network, known_network
 from .crontab import crontab
@@ -29,7 +29,7 @@ from .schema import TABLES
 from .slices import Slice
 from .sources import NotPublished, SourceUnavailable
 from .state import last_failure_key
-from .status import STATUS_LEGEND, print_status
+from .status import STATUS_LEGEND, day_grid, last_complete_days, print_status
 
 
 def day_range(first: dt.date, last: dt.date) -> list[dt.date]:
@@ -68,14 +68,14 @@ def publish_day(settings: Settings, day: Slice, to_url: str) -> int:
     return 0
 
 
-def _date(text):
+def _date(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _days(text):
+def _days(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -85,12 +85,12 @@ def _days(text):
     return value
 
 
-def network_of_command(name, settings, force):
-    """A configured network, or with --force any well-formed name."""
-    return check_network(name) if force else known_network(name, settings, "; --force to use it anyway")
+def network_of_command(name: str, settings: Settings, args: argparse.Namespace) -> str:
+    """A configured network, or with the command's --force any well-formed name."""
+    return check_network(name) if args.force else known_network(name, settings, "; --force to use it anyway")
 
 
-def command_line():
+def command_line() -> argparse.ArgumentParser:
     """The parser of `python -m workflows`."""
     parser = argparse.ArgumentParser(prog="python -m workflows", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +109,15 @@ def command_line():
     show.add_argument("--network", action="append", help=network_help + "; repeat for several (default all)")
     show.add_argument("--window-days", type=_days, help=window_help)
     show.add_argument("--force", action="store_true", help=force_help)
+    show.add_argument("--grid", action="store_true", help="networks x days, one symbol per day, and a legend"
+                                                            " (default range: the 31 days up to yesterday)")
+    show.add_argument("--html", metavar="FILE", help="the same grid as one self-contained HTML page")
+
+    fresh = commands.add_parser("check", help="exit 1, one line per network, when a network's newest complete day"
+                                              " is older than --max-age hours", description=check_command.__doc__)
+    fresh.add_argument("--max-age", type=float, required=True, metavar="HOURS",
+                       help="hours since the end of the newest complete day")
+    fresh.add_argument("--window-days", type=_days, help=window_help)
 
     undo = commands.add_parser("reset", help="delete targets so the next run redoes that step and what follows",
                                description=reset.__doc__)
@@ -164,21 +173,47 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def status_command(args: argparse.Namespace, settings: Settings, parser: argparse.ArgumentParser) -> int:
-    networks = [network_of_command(n, settings, args.force) for n in args.network] if args.network \
+    networks = [network_of_command(n, settings, args) for n in args.network] if args.network \
         else settings.networks
     if args.date and (args.first or args.last):
         parser.error("--date goes without --from/--to")
-    dates = args.date or (day_range(args.first or args.last or yesterday(), args.last or yesterday())
-                          if args.first or args.last else [yesterday()])
+    last = args.last or yesterday()
+    # the grid's default: the month up to yesterday; the table's: yesterday
+    first = args.first or (last - dt.timedelta(days=GRID_DAYS - 1) if args.grid or args.html else last)
+    dates = args.date or day_range(first, last)
     window_days = args.window_days or settings.window_days
-    print_status(settings, [Slice(network, date, window_days) for network in networks for date in dates])
+    days = [Slice(network, date, window_days) for network in networks for date in dates]
+    if not (args.grid or args.html):
+        print_status(settings, days)
+        return 0
+    cells = day_grid(settings, days)
+    if args.html:
+        title = f"SOT ingestion: {dates[0]} to {dates[-1]} (window {window_days} days)"
+        with open(args.html, "w") as page:
+            page.write(grid.html_grid(list(networks), dates, cells, title))
+    if args.grid:
+        print(grid.text_grid(list(networks), dates, cells))
     return 0
+
+
+def check_command(args: argparse.Namespace, settings: Settings, parser: argparse.ArgumentParser) -> int:
+    """A freshness alert that fires even when cron stopped running: one line
+    per network whose newest complete day is older than --max-age hours."""
+    if args.max_age <= 0:
+        parser.error("--max-age is a number of hours above 0")
+    last = last_complete_days(settings, settings.networks, args.window_days or settings.window_days)
+    stale = metrics.stale_networks(last, dt.datetime.now(dt.timezone.utc), args.max_age)
+    for line in stale:
+        print(line)
+    if not stale:
+        print("fresh: " + ", ".join(f"{network} {day}" for network, day in last.items()))
+    return STALE if stale else 0
 
 
 def reset_command(args: argparse.Namespace, settings: Settings, parser: argparse.ArgumentParser) -> int:
     if args.table and args.step not in (None, "load"):
         parser.error("--table goes with --step load")
-    day = Slice(network_of_command(args.network, settings, args.force), args.date,
+    day = Slice(network_of_command(args.network, settings, args), args.date,
                 args.window_days or settings.window_days)
     step = args.step or ("load" if args.table else "download")
     removed = reset(day, step, args.table)
@@ -187,8 +222,8 @@ def reset_command(args: argparse.Namespace, settings: Settings, parser: argparse
     if not removed:
         print(f"nothing to remove: no target of {day} from step {step} on")
     try:
-        for task in scheduler.re_enable(day_tasks(day)):
-            print(f"re-enabled in luigid: {task}")
+        for enabled in scheduler.re_enable(day_tasks(day)):
+            print(f"re-enabled in luigid: {enabled}")
     except OSError as exc:
         print(f"luigid at {scheduler.scheduler_url()} did not answer ({exc}); nothing re-enabled there",
               file=sys.stderr)
@@ -201,21 +236,23 @@ def crontab_command(args: argparse.Namespace, settings: Settings, parser: argpar
 
 
 def publish_command(args: argparse.Namespace, settings: Settings, parser: argparse.ArgumentParser) -> int:
-    day = Slice(network_of_command(args.network, settings, args.force), args.date,
+    day = Slice(network_of_command(args.network, settings, args), args.date,
                 args.window_days or settings.window_days)
     return publish_day(settings, day, args.to)
 
 
 def migrate_command(args: argparse.Namespace, settings: Settings, parser: argparse.ArgumentParser) -> int:
-    network = network_of_command(args.network, settings, args.force)
+    network = network_of_command(args.network, settings, args)
     if args.dry_run:
         return migration(settings, network, migrate.dry_run, "would rebuild")
     return migration(settings, network, migrate.migrate, "rebuilt")
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, argparse.ArgumentParser], int]] = {
-    "status": status_command, "reset": reset_command, "crontab": crontab_command, "publish": publish_command,
-    "migrate": migrate_command}
+    "status": status_command, "check": check_command, "reset": reset_command, "crontab": crontab_command,
+    "publish": publish_command, "migrate": migrate_command}
+GRID_DAYS = 31
+STALE = 1  # check's exit status when a network's data is older than --max-age
 
 
 def migration(settings: Settings, network: str, run: Callable[[Any, str], list[str]], verb: str) -> int:
@@ -238,7 +275,7 @@ def migration(settings: Settings, network: str, run: Callable[[Any, str], list[s
     return 0
 
 
-def luigid(arguments):
+def luigid(arguments: list[str]) -> int:
     """luigid with its state and logs in a writable place unless given:
     luigid's own defaults (/var/lib/luigi-server, ...) need root, and a
     state it cannot save is lost at stop."""
@@ -249,11 +286,12 @@ def luigid(arguments):
     if not any(a.startswith("--logdir") for a in arguments):
         defaults += ["--logdir", state]
     os.makedirs(state, exist_ok=True)
-    record_task_history(os.path.dirname(os.path.abspath(option_value(defaults + arguments, "--state-path"))))
+    state_path = option_value(defaults + arguments, "--state-path") or os.path.join(state, "luigid-state.pickle")
+    record_task_history(os.path.dirname(os.path.abspath(state_path)))
     return luigi.cmdline.luigid(defaults + arguments)
 
 
-def option_value(arguments, name):
+def option_value(arguments: list[str], name: str) -> str | None:
     """The value of `name` in a command line, as `name value` or `name=value`."""
     for i, argument in enumerate(arguments):
         if argument == name and i + 1 < len(arguments):
@@ -263,7 +301,7 @@ def option_value(arguments, name):
     return None
 
 
-def record_task_history(folder):
+def record_task_history(folder: str) -> None:
     """luigid keeps every run of every task (its History page, /history): in
     SQLite beside its state, unless luigi.cfg names a database ([task_history]
     db_connection, a PostgreSQL URL in production) or turns it off."""

@@ -4,7 +4,7 @@ the clients in workflows.clients, the streaming insert in workflows.insert."""
 import hashlib
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +44,7 @@ class LayoutMismatch(RuntimeError):
     names the table and what differs."""
 
 
-def ensure_schema(ch, database, cluster=None):
+def ensure_schema(ch: Any, database: str, cluster: str | None = None) -> None:
     """Creates the database, the four tables, the marker table and the
     complete_days view, on every replica of `cluster`, when any is missing
     on the server `ch` talks to. Checked first, since DDL ON CLUSTER waits
@@ -65,7 +65,7 @@ def ensure_schema(ch, database, cluster=None):
     ch.execute(*sql.create_complete_days_view(database, list(TABLES), cluster))
 
 
-def add_marker_columns(ch, database, cluster=None):
+def add_marker_columns(ch: Any, database: str, cluster: str | None = None) -> None:
     """The marker columns added since a marker table was made."""
     held = {name for _, name, _ in ch.execute(*sql.served_columns(database, [MARKER_TABLE]))}
     for name, type_ in MARKER_COLUMNS_ADDED:
@@ -73,13 +73,14 @@ def add_marker_columns(ch, database, cluster=None):
             ch.execute(*sql.add_column(database, MARKER_TABLE, name, type_, cluster))
 
 
-def served_tables(ch, database):
+def served_tables(ch: Any, database: str) -> dict[str, ServedTable]:
     """{name: layout.ServedTable} of the four tables the database holds."""
     names = list(TABLES)
     described = query_tables_retrying(ch, sql.served_tables(database, names))
     if not described:
         return {}
-    columns, indexes = {}, {}
+    columns: dict[str, list[tuple[str, str]]] = {}
+    indexes: dict[str, list[str]] = {}
     for table, name, type_ in ch.execute(*sql.served_columns(database, names)):
         columns.setdefault(table, []).append((name, type_))
     if ch.execute(*sql.has_skip_indexes())[0][0]:
@@ -89,7 +90,7 @@ def served_tables(ch, database):
             for name, engine, partition, sorting in described}
 
 
-def check_layouts(ch, database):
+def check_layouts(ch: Any, database: str) -> None:
     """LayoutMismatch naming the first table that cannot take a day swap, and the others."""
     served = served_tables(ch, database)
     mismatched = {name: differences for name, table in SCHEMAS.items()
@@ -100,7 +101,7 @@ def check_layouts(ch, database):
         raise LayoutMismatch(f"{database}.{first}{also} cannot take a day swap: {'; '.join(differences)}")
 
 
-def swap_tables(ch, database, name, other):
+def swap_tables(ch: Any, database: str, name: str, other: str) -> None:
     """Gives each table the other's name: atomic in an Atomic database
     (current servers); two renames in one statement in an Ordinary one
     (18.16), between which a reader may find `name` missing."""
@@ -111,7 +112,7 @@ def swap_tables(ch, database, name, other):
     ch.execute(*sql.rename_tables(database, [(name, spare), (other, name), (spare, other)]))
 
 
-def query_tables_retrying(ch: Any, statement: tuple[str, dict], attempts: int = 5) -> list[tuple]:
+def query_tables_retrying(ch: Any, statement: sql.Statement, attempts: int = 5) -> list[tuple]:
     """The rows of a query on system.tables. ClickHouse 18.16 fails one when a
     table it lists is dropped or renamed while it reads (a concurrent load's
     staging table): UNKNOWN_TABLE, or "File not found" for its metadata file.
@@ -124,9 +125,10 @@ def query_tables_retrying(ch: Any, statement: tuple[str, dict], attempts: int = 
                 exc.code == ErrorCodes.POCO_EXCEPTION and "File not found" in exc.message)
             if not gone or attempt == attempts:
                 raise
+    raise ValueError(f"attempts must be at least 1, not {attempts}")  # the last attempt returns or raises
 
 
-def database_exists(ch, database):
+def database_exists(ch: Any, database: str) -> bool:
     return ch.execute(*sql.database_exists(database))[0][0] > 0
 
 
@@ -154,12 +156,13 @@ def _day_prefix(table_name: str, day: Slice) -> str:
     return f"{STAGING_PREFIX}{table_name}_{day.date:%Y%m%d}_{int(day.window_days)}_{HOST_TAG}_"
 
 
-def staging_owner(name):
+def staging_owner(name: str) -> str:
     """The owner a staging table's name carries."""
     return name.rsplit("_", 2)[1]
 
 
-def abandoned(name, age_seconds, holders, max_age_seconds=STAGING_MAX_AGE_SECONDS):
+def abandoned(name: str, age_seconds: int, holders: Container[str],
+              max_age_seconds: int = STAGING_MAX_AGE_SECONDS) -> bool:
     """Whether a staging table is no longer wanted: its owning process's
     lease has lapsed (it is not among `holders`), or, staged ahead of its
     swap, the table is older than max_age_seconds."""
@@ -167,7 +170,8 @@ def abandoned(name, age_seconds, holders, max_age_seconds=STAGING_MAX_AGE_SECOND
     return age_seconds >= max_age_seconds or (not owner.startswith("d") and owner not in holders)
 
 
-def sweep_staging(ch, database, holders=None, max_age_seconds=STAGING_MAX_AGE_SECONDS):
+def sweep_staging(ch: Any, database: str, holders: Callable[[set[str]], Container[str]] | None = None,
+                  max_age_seconds: int = STAGING_MAX_AGE_SECONDS) -> list[str]:
     """Drops the staging tables that dead loads left; returns their names.
     `holders(owners)`: those whose lease is held (leases.holders); without
     it only age counts."""
@@ -191,7 +195,7 @@ def staging_table(into: Destination, day: Slice) -> Iterator[str]:
 
 
 @contextmanager
-def dropped_after(ch, database, name):
+def dropped_after(ch: Any, database: str, name: str) -> Iterator[str]:
     try:
         yield name
     finally:
@@ -243,11 +247,11 @@ def drop_staged(ch: Any, database: str, day: Slice) -> list[str]:
     return left
 
 
-def drop_table(ch, database, name):
+def drop_table(ch: Any, database: str, name: str) -> None:
     ch.execute(*sql.drop_table(database, name))
 
 
-def count_all_rows(ch, database, name):
+def count_all_rows(ch: Any, database: str, name: str) -> int:
     return ch.execute(*sql.count_rows(database, name))[0][0]
 
 

@@ -47,6 +47,8 @@ DEFAULTS = {
     "INGESTION_CONNECT_TIMEOUT": "10",
     "INGESTION_COMPRESSION": "lz4",
     "ALERT_WEBHOOK_URL": "",
+    "INGESTION_METRICS_TEXTFILE": "",  # none
+    "PROMETHEUS_PUSHGATEWAY_URL": "",  # none
 }
 
 
@@ -57,6 +59,7 @@ LUIGI_DEFAULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "luigi
 LUIGI_FROM_ENVIRONMENT = {
     ("core", "scheduler_url"): ("LUIGI_SCHEDULER_URL", "http://localhost:8082/"),
     ("scheduler", "retry_delay"): ("INGESTION_RETRY_DELAY", DEFAULTS["INGESTION_RETRY_DELAY"]),
+    ("core", "log_level"): ("INGESTION_LOG_LEVEL", "INFO"),
     ("email", "receiver"): ("ALERT_EMAIL_TO", ""),
     ("email", "sender"): ("ALERT_EMAIL_FROM", "sot-ingestion@localhost"),
     ("smtp", "host"): ("SMTP_HOST", "localhost"),
@@ -107,20 +110,22 @@ class Settings:
     connect_timeout: int
     compression: str | None
     alert_webhook_url: str
+    metrics_textfile: str
+    pushgateway_url: str
 
     @property
-    def clickhouse_port(self):
+    def clickhouse_port(self) -> int:
         return self.clickhouse_replicas[0][1]
 
     @property
-    def clickhouse_address(self):
+    def clickhouse_address(self) -> str:
         """The replicas as host:port, for messages."""
         return ", ".join(f"{host}:{port}" for host, port in self.clickhouse_replicas)
 
-    def database_for(self, network):
+    def database_for(self, network: str) -> str:
         return self.clickhouse_database.replace("{network}", check_network(network))
 
-    def sot_database_for(self, network):
+    def sot_database_for(self, network: str) -> str:
         return self.sot_database.replace("{network}", check_network(network))
 
     @classmethod
@@ -171,10 +176,12 @@ class Settings:
             connect_timeout=_integer(env, "INGESTION_CONNECT_TIMEOUT", 1, 3600),
             compression=_compression(env),
             alert_webhook_url=_http_url(env, "ALERT_WEBHOOK_URL"),
+            metrics_textfile=env["INGESTION_METRICS_TEXTFILE"],
+            pushgateway_url=_http_url(env, "PROMETHEUS_PUSHGATEWAY_URL"),
         )
 
 
-def known_network(name, settings, remedy=""):
+def known_network(name: str, settings: "Settings", remedy: str = "") -> str:
     """A network of INGESTION_NETWORKS: a typo must not be taken for a new
     network (and a new database). `remedy` ends the message."""
     check_network(name)
@@ -183,7 +190,7 @@ def known_network(name, settings, remedy=""):
     return name
 
 
-def _one_database_per_network(env, networks):
+def _one_database_per_network(env: dict[str, str], networks: tuple[str, ...]) -> None:
     """Each network's day replaces the rows of its (processing_date,
     window_days) slice, which carries no network: two networks in one
     table would replace each other's day. Refused, not kept apart."""
@@ -193,13 +200,13 @@ def _one_database_per_network(env, networks):
                           " tables, where each network's day replaces the other's; give {network} in the name")
 
 
-def check_network(name, variable="network"):
+def check_network(name: str, variable: str = "network") -> str:
     if not isinstance(name, str) or not NETWORK_NAME.fullmatch(name):
         raise ConfigError(f"{variable}: {name!r} is not a network name ([a-z0-9_]+)")
     return name
 
 
-def _integer(env, name, low, high):
+def _integer(env: dict[str, str], name: str, low: int, high: int) -> int:
     text = env[name]
     try:
         value = int(text)
@@ -210,7 +217,7 @@ def _integer(env, name, low, high):
     return value
 
 
-def _flag(env, name):
+def _flag(env: dict[str, str], name: str) -> bool:
     text = env[name].lower()
     if text in ("1", "true", "yes"):
         return True
@@ -219,14 +226,14 @@ def _flag(env, name):
     raise ConfigError(f"{name}: {env[name]!r} is not 0 or 1")
 
 
-def _compression(env):
+def _compression(env: dict[str, str]) -> str | None:
     text = env["INGESTION_COMPRESSION"].lower()
     if text not in ("lz4", "none"):
         raise ConfigError(f"INGESTION_COMPRESSION: {env['INGESTION_COMPRESSION']!r} is not lz4 or none")
     return None if text == "none" else text
 
 
-def _replicas(env, default_port):
+def _replicas(env: dict[str, str], default_port: int) -> tuple[tuple[str, int], ...]:
     """CLICKHOUSE_HOST: host[:port], comma-separated; a host without a port has CLICKHOUSE_PORT's."""
     replicas = []
     for entry in (e.strip() for e in env["CLICKHOUSE_HOST"].split(",")):
@@ -238,7 +245,7 @@ def _replicas(env, default_port):
     return tuple(replicas)
 
 
-def _name(env, variable):
+def _name(env: dict[str, str], variable: str) -> str:
     """A cluster or host name, or empty."""
     name = env[variable]
     if name and not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -246,7 +253,7 @@ def _name(env, variable):
     return name
 
 
-def _database_template(env, name):
+def _database_template(env: dict[str, str], name: str) -> str:
     template = env[name]
     probe = template.replace("{network}", "x")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", probe):
@@ -257,7 +264,7 @@ def _database_template(env, name):
 NOT_SHOWN = "the value is not shown: it may hold a password or token"
 
 
-def _redis_url(env):
+def _redis_url(env: dict[str, str]) -> str:
     """REDIS_URL as redis-py will read it, or one line that shows no part of
     it: a password with an unencoded '/', '@' or ':' moves the host into the
     password, and the URL would show it."""
@@ -277,7 +284,7 @@ def _redis_url(env):
     return url
 
 
-def _store_url(env, name):
+def _store_url(env: dict[str, str], name: str) -> str:
     """A snapshot store: a path, file://, s3://bucket/prefix (no credentials
     in it) or, for SOT_URL, clickhouse://."""
     url = env[name]
@@ -292,7 +299,7 @@ def _store_url(env, name):
     return url
 
 
-def _http_url(env, name):
+def _http_url(env: dict[str, str], name: str) -> str:
     """An http(s):// URL with a host, or empty."""
     url = env[name]
     if url:
@@ -306,7 +313,7 @@ def _http_url(env, name):
     return url
 
 
-def _redis_url_from_parts(env):
+def _redis_url_from_parts(env: dict[str, str]) -> str:
     port = _integer(env, "REDIS_PORT", 1, 65535)
     db = _integer(env, "REDIS_DB", 0, 1_000_000)
     return f"redis://{quote(env['REDIS_HOST'])}:{port}/{db}"

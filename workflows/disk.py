@@ -9,6 +9,7 @@ import fcntl
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 
 RESERVATIONS = ".reservations"
 
@@ -18,7 +19,7 @@ class NotEnoughSpace(Exception):
 
 
 @contextlib.contextmanager
-def reserved(root, needed):
+def reserved(root: str, needed: int) -> Iterator[None]:
     """Holds a reservation of `needed` bytes under `root` while the block runs;
     NotEnoughSpace when the free space, less what the downloads under way
     reserved, is short of it."""
@@ -44,7 +45,7 @@ def reserved(root, needed):
         mine.close()
 
 
-def _held_elsewhere(folder):
+def _held_elsewhere(folder: str) -> int:
     """Bytes of the reservations whose downloads still hold them; the others are removed."""
     total = 0
     for name in os.listdir(folder):
@@ -64,6 +65,6 @@ def _held_elsewhere(folder):
     return total
 
 
-def is_full(exc):
+def is_full(exc: BaseException) -> bool:
     """Whether an OSError says the file system is full (or over a quota)."""
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -1,6 +1,7 @@
 """The exception that bad SOT input raises, and how any failure becomes the
 one line an operator reads."""
 import logging
+from typing import Any, ClassVar
 
 from clickhouse_driver.errors import ServerException
 
@@ -11,9 +12,9 @@ class OneLineFailure(Exception):
     """A failure whose message says all there is to say: logged and reported
     to luigid as that line, without a traceback."""
 
-    qualified_names = set()
+    qualified_names: ClassVar[set[str]] = set()
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         OneLineFailure.qualified_names.add(f"{cls.__module__}.{cls.__qualname__}")
 
@@ -37,6 +38,25 @@ class WithoutTracebacks(logging.Filter):
         return True
 
 
+class QuietLuigi(logging.Filter):
+    """For luigi's logger: its INFO chatter (each task scheduled, running,
+    done) left out unless DEBUG was asked for ([core] log_level, luigi's
+    --log-level, INGESTION_LOG_LEVEL); its warnings and its execution summary stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or logging.getLogger(record.name).getEffectiveLevel() <= logging.DEBUG:
+            return True
+        return record.getMessage().lstrip().startswith("===== Luigi Execution Summary")
+
+
+class AtLuigisLevel(logging.Filter):
+    """For the pipeline's own lines: shown at the level luigi's are (INFO by
+    default under `luigi`: one line per step), so that a quiet run is quiet."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= min(logging.getLogger("luigi-interface").getEffectiveLevel(), logging.WARNING)
+
+
 class OneLineTracebacks(logging.Filter):
     """For a logger whose every failure is raised again and reported in one
     line (clickhouse-driver logs each failed connect with a traceback, then
@@ -56,22 +76,27 @@ class SnapshotError(OneLineFailure):
     file and reason. The task that raises it removes the download directory,
     so the retry downloads afresh."""
 
-    def __init__(self, network, date, filename, reason):
+    def __init__(self, network: str, date: str, filename: str, reason: object) -> None:
         self.network, self.date, self.filename, self.reason = network, date, filename, reason
         super().__init__(f"{network} {date} {filename}: {collapsed(reason)}")  # one line, whatever the cause said
 
 
-def one_line(exc):
+def one_line(exc: BaseException) -> str:
     """A failure as one short line. A ClickHouse server error keeps its code
     and its first sentence, not the server's stack trace (kilobytes)."""
     if isinstance(exc, ServerException):
         text = f"ClickHouse error {exc.code}: {str(exc.message).split('Stack trace')[0]}"
     else:
         text = f"{type(exc).__name__}: {exc}"
+    return shortened(text, REASON_MAX_CHARS)
+
+
+def shortened(text: str, chars: int) -> str:
+    """`text` on one line, cut to `chars` with "…" where it is longer."""
     text = collapsed(text)
-    return text if len(text) <= REASON_MAX_CHARS else text[: REASON_MAX_CHARS - 1] + "…"
+    return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
-def collapsed(text):
+def collapsed(text: object) -> str:
     """`text` (or an exception's message) on one line, its whitespace runs made single spaces."""
     return " ".join(str(text).split())

@@ -137,11 +137,11 @@ def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
     the next item (reading, encoding and compressing a block: all release
     the GIL) overlaps using this one. An exception in the thread is raised
     here; closing the iteration stops the thread."""
-    pending = queue.Queue(maxsize=depth)
+    pending: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
     end = object()
 
-    def put(entry):
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
         while not stop.is_set():
             try:
                 pending.put(entry, timeout=0.1)
@@ -150,7 +150,7 @@ def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
                 continue
         return False
 
-    def produce():
+    def produce() -> None:
         try:
             for item in items:
                 if not put((item, None)):

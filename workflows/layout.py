@@ -23,11 +23,11 @@ class ServedTable:
     engine: str
     partition_key: str
     sorting_key: str
-    columns: tuple  # ((name, type), ...) in the table's order
-    indexes: tuple = ()  # "INDEX name expr TYPE type GRANULARITY n", where the server has skip indexes
+    columns: tuple[tuple[str, str], ...]  # ((name, type), ...) in the table's order
+    indexes: tuple[str, ...] = ()  # "INDEX name expr TYPE type GRANULARITY n", where the server has skip indexes
 
 
-def key_columns(expression):
+def key_columns(expression: str) -> tuple[str, ...]:
     """A partition or sorting key as a tuple of its expressions: '(a, b)' and 'a, b' alike."""
     text = expression.strip()
     if text.startswith("(") and text.endswith(")") and _balanced(text[1:-1]):
@@ -35,7 +35,7 @@ def key_columns(expression):
     return tuple(part.strip() for part in _top_level_split(text) if part.strip())
 
 
-def layout_differences(table: Table, served: ServedTable):
+def layout_differences(table: Table, served: ServedTable) -> list[str]:
     """What keeps `served` from taking a day swap of `table`, as short
     phrases; none when it can."""
     differences = []
@@ -63,7 +63,7 @@ def layout_differences(table: Table, served: ServedTable):
     return differences
 
 
-def migrated_layout(table: Table, served: ServedTable):
+def migrated_layout(table: Table, served: ServedTable) -> Table:
     """`table` as a migration rebuilds `served` in: the pipeline's columns,
     keys and engine, with the served table's Bool flags and skip indexes
     kept, so that its readers' queries keep their types and speed."""
@@ -73,17 +73,17 @@ def migrated_layout(table: Table, served: ServedTable):
     return dataclasses.replace(table, columns=columns, indexes=served.indexes)
 
 
-def _same_bytes(ours, theirs):
+def _same_bytes(ours: str, theirs: str) -> bool:
     ours, theirs = _spelled_out(ours), _spelled_out(theirs)
     return ours == theirs or (ours, theirs) in SAME_BYTES
 
 
-def _spelled_out(type_):
+def _spelled_out(type_: str) -> str:
     """A type as system.columns spells it: Decimal128(18) is Decimal(38, 18)."""
     return re.sub(r"Decimal128\((\d+)\)", r"Decimal(38, \1)", type_)
 
 
-def _balanced(text):
+def _balanced(text: str) -> bool:
     depth = 0
     for char in text:
         depth += {"(": 1, ")": -1}.get(char, 0)
@@ -92,9 +92,11 @@ def _balanced(text):
     return depth == 0
 
 
-def _top_level_split(text):
+def _top_level_split(text: str) -> list[str]:
     """`text` split at the commas outside parentheses and quotes."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    depth = 0
+    current: list[str] = []
     for token in re.split(r"('(?:[^'\\]|\\.)*'|[(),])", text):
         if token == "(":
             depth += 1

@@ -10,6 +10,8 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterable
+from typing import cast
 
 import redis
 
@@ -19,10 +21,11 @@ LEASE_SECONDS = 60  # a dead owner's staging tables are dropped at most this lon
 RENEW_SECONDS = LEASE_SECONDS / 4
 KEY_PREFIX = "sot_ingestion:staging_owner:"
 
-_held = {}  # pid: (owner, renewing thread) of this process; a forked child holds its own
+# pid: (owner, renewing thread) of this process; a forked child holds its own
+_held: dict[int, tuple[str, threading.Thread | None]] = {}
 
 
-def owner():
+def owner() -> str:
     """This process's owner id: random, one per process (a forked child gets its own)."""
     pid = os.getpid()
     if pid not in _held:
@@ -30,7 +33,7 @@ def owner():
     return _held[pid][0]
 
 
-def process_space():
+def process_space() -> str:
     """Where this process's id means something: the kernel (its boot id) and
     the PID namespace. Within the same space a dead owner is known at once."""
     try:
@@ -41,11 +44,11 @@ def process_space():
         return "unknown"
 
 
-def _lease_value():
+def _lease_value() -> str:
     return f"{process_space()} {os.getpid()}"
 
 
-def hold(client):
+def hold(client: redis.Redis) -> None:
     """Takes this process's lease and keeps renewing it until the process ends."""
     pid, name = os.getpid(), owner()
     if _held[pid][1] is not None:
@@ -56,7 +59,7 @@ def hold(client):
     thread.start()
 
 
-def _renew(client, name):
+def _renew(client: redis.Redis, name: str) -> None:
     while True:  # a daemon thread: it ends with its process, and so does the lease, LEASE_SECONDS later
         time.sleep(RENEW_SECONDS)
         try:
@@ -65,21 +68,22 @@ def _renew(client, name):
             logger.warning("could not renew the staging lease in Redis: %s", exc)
 
 
-def holders(client, owners):
+def holders(client: redis.Redis, owners: Iterable[str]) -> set[str]:
     """Those of `owners` whose lease is held; all of them when Redis does not
     answer, so that no live load's table is dropped on a guess."""
     owners = list(owners)
     if not owners:
         return set()
     try:
-        held = client.mget([KEY_PREFIX + name for name in owners])
+        # bytes: the client does not decode responses (redis-py types them bytes | str)
+        held = cast("list[bytes | None]", client.mget([KEY_PREFIX + name for name in owners]))
     except redis.RedisError:
         return set(owners)
     here = process_space()
     return {name for name, value in zip(owners, held) if value is not None and _lives(value.decode(), here)}
 
 
-def _lives(value, here):
+def _lives(value: str, here: str) -> bool:
     """A lease's process, unless it shares this process's space and has died (its lease not yet lapsed)."""
     space, _, pid = value.rpartition(" ")
     if space != here or not pid.isdigit():

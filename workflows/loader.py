@@ -4,7 +4,7 @@ the staged day in. All read in batches, so memory does not grow with the
 file."""
 import difflib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -38,7 +38,7 @@ READ_BUFFER_BYTES = 64 << 10
 FREED_MEMORY_KEPT_MS = 100
 
 
-def _return_freed_memory_soon():
+def _return_freed_memory_soon() -> None:
     try:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
         pa.jemalloc_set_decay_ms(FREED_MEMORY_KEPT_MS)
@@ -50,7 +50,7 @@ class FileMismatch(ValueError):
     """The file is corrupt or does not fit its table; the message is the reason."""
 
 
-def plan_columns(table, file_schema, stamped=()):
+def plan_columns(table: Table, file_schema: pa.Schema, stamped: Collection[str] = ()) -> list[Column]:
     """The table's columns that the file carries or that are `stamped`
     with the snapshot's own value, in table order. A missing column with a
     default is left to the server; one without is an error, and so is one
@@ -64,7 +64,8 @@ def plan_columns(table, file_schema, stamped=()):
     return [c for c in table.columns if c.name in present]
 
 
-def column_accounting(table, file_names, stamped=()):
+def column_accounting(table: Table, file_names: Collection[str],
+                      stamped: Collection[str] = ()) -> tuple[list[str], list[str]]:
     """(the file's columns the table lacks, which are ignored; the table's
     columns with a default that the file lacks, which take it)."""
     ignored = [name for name in file_names if name not in table.column_names]
@@ -76,7 +77,7 @@ def column_accounting(table, file_names, stamped=()):
 RENAME_SIMILARITY = 0.8  # difflib's ratio, letter case ignored: severity and Severity, risk_level and riskLevel
 
 
-def refuse_renamed_columns(ignored, defaulted):
+def refuse_renamed_columns(ignored: Sequence[str], defaulted: Sequence[str]) -> None:
     """A column the table lacks that is named like a defaulted one it has
     is taken for a rename upstream, not a new column: loading it would set
     every row's value to the default (Severity -> 'medium'). Names less
@@ -89,7 +90,7 @@ def refuse_renamed_columns(ignored, defaulted):
                                " every row; refused")
 
 
-def file_footer(path, table):
+def file_footer(path: str, table: Table) -> tuple[int, tuple[list[str], list[str]]]:
     """(rows, column_accounting) of a Parquet file, from one read of its
     footer (the snapshot's own columns, stamped when absent, aside)."""
     try:
@@ -127,7 +128,7 @@ class CheckedParquet:
         self.stamped = {name: value for name, value in self.expected.items() if name not in file_schema.names}
         self.columns = plan_columns(table, file_schema, self.stamped)
 
-    def batches(self):
+    def batches(self) -> Iterator[tuple[int, list[tuple[Column, pa.Array]]]]:
         """Yields (rows, [(Column, conformed array)]) per batch."""
         if not self.columns:
             return
@@ -141,10 +142,10 @@ class CheckedParquet:
         except Exception as exc:  # noqa: BLE001 (the reader's, whatever the bytes: the file is bad input)
             raise FileMismatch(f"corrupt Parquet data ({_one_line(exc)})") from None
 
-    def _stamp(self, column, rows):
+    def _stamp(self, column: Column, rows: int) -> pa.Array:
         return pa.repeat(pa.scalar(self.stamped[column.name], type=arrow_type(column.type)), rows)
 
-    def _conform(self, batch, column):
+    def _conform(self, batch: pa.RecordBatch, column: Column) -> pa.Array:
         try:
             default = column.default_value if column.default is not None else None
             array = conform(batch.column(column.name), column.type, default)
@@ -158,13 +159,13 @@ class CheckedParquet:
                                f" ({type(exc).__name__}: {_one_line(exc)})") from None
 
 
-def _check_all_equal(array, value):
+def _check_all_equal(array: pa.Array, value: object) -> None:
     differs = pc.invert(pc.equal(array, pa.scalar(value, type=array.type)))
     if len(array) and pc.any(differs).as_py():
         raise ColumnMismatch(f"rows of {_shown(array.filter(differs)[0])} in a snapshot of {value}")
 
 
-def _shown(scalar):
+def _shown(scalar: pa.Scalar) -> object:
     """A value for a message; a date beyond Python's range as its day number."""
     try:
         return scalar.as_py()
@@ -256,7 +257,7 @@ class DayLoad:
                                    " a likely export bug (INGESTION_ALLOW_EMPTY_DAY=1 loads it)")
 
 
-def file_rows(path):
+def file_rows(path: str) -> int:
     """The rows a Parquet file's footer declares."""
     try:
         return pq.ParquetFile(path).metadata.num_rows
@@ -264,5 +265,5 @@ def file_rows(path):
         raise FileMismatch(f"not a readable Parquet file ({_one_line(exc)})") from None
 
 
-def _one_line(exc):
+def _one_line(exc: BaseException) -> str:
     return collapsed(exc) or type(exc).__name__

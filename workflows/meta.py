@@ -10,7 +10,9 @@ Three formats, told apart by their keys:
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .schema import TABLES
 
@@ -47,13 +49,20 @@ class FileEntry:
     # place when the labels change: its checksum is the file's at export time
     shared_labels: bool = False
 
+    @property
+    def file(self) -> str:
+        """The file's name, of an entry that has a file."""
+        if self.filename is None:
+            raise MetaError(f"{self.table}: the snapshot has no file of it")
+        return self.filename
 
-def labels_filename(network):
+
+def labels_filename(network: str) -> str:
     """The producer's labels file of a network, under its labels folder."""
     return f"{network}_address_labels.parquet"
 
 
-def parse_meta(text):
+def parse_meta(text: str | bytes) -> dict[str, FileEntry]:
     """Returns {table: FileEntry} for the four tables in any of the three
     formats (the module's docstring), or raises MetaError."""
     try:
@@ -74,7 +83,7 @@ def parse_meta(text):
     else:
         raise MetaError('"files" is neither a list nor an object')
 
-    by_table = {}
+    by_table: dict[str, FileEntry] = {}
     for entry in entries:
         if entry.table not in TABLES:
             continue  # files of tables this pipeline does not load
@@ -87,14 +96,14 @@ def parse_meta(text):
     return {t: by_table[t] for t in TABLES}
 
 
-def _producer_entries(doc):
+def _producer_entries(doc: dict[str, Any]) -> dict[str, FileEntry]:
     version = doc.get("schema_version")
     if not isinstance(version, str) or version.split(".")[0] != PRODUCER_MAJOR:
         raise MetaError(f"schema_version {version!r} is not {PRODUCER_MAJOR}.x")
     sums, counts = doc["sha256"], doc.get("counts")
     if not isinstance(sums, dict) or not isinstance(counts, dict):
         raise MetaError('"sha256" and "counts" must be objects')
-    entries = {}
+    entries: dict[str, FileEntry] = {}
     for table, name in PRODUCER_NAMES.items():
         filename = f"{name}.parquet"
         if filename not in sums:
@@ -111,30 +120,31 @@ def _producer_entries(doc):
     return entries
 
 
-def _current_entry(item):
+def _current_entry(item: object) -> FileEntry:
     if not isinstance(item, dict):
         raise MetaError(f"file entry {item!r} is not an object")
     filename, checksum = item.get("filename"), item.get("checksum")
     _check_filename(filename)
+    assert isinstance(filename, str)  # _check_filename refused anything else
     if not isinstance(checksum, str) or ":" not in checksum:
         raise MetaError(f"{filename}: checksum {checksum!r} is not of the form sha256:<hex>")
     algorithm, digest = checksum.split(":", 1)
     return _entry(filename, algorithm.lower(), digest)
 
 
-def _legacy_entry(filename, sums):
+def _legacy_entry(filename: str, sums: object) -> FileEntry:
     _check_filename(filename)
     if not isinstance(sums, dict) or "md5" not in sums:
         raise MetaError(f'{filename}: legacy entry has no "md5"')
     return _entry(filename, "md5", sums["md5"])
 
 
-def _check_filename(filename):
+def _check_filename(filename: object) -> None:
     if not isinstance(filename, str) or not _PLAIN_NAME.fullmatch(filename):
         raise MetaError(f"file name {filename!r} is not a plain file name")
 
 
-def _entry(filename, algorithm, digest):
+def _entry(filename: str, algorithm: str, digest: object) -> FileEntry:
     """The entry of a README-format file: its table is its name."""
     if algorithm not in _DIGEST_LENGTH:
         raise MetaError(f"{filename}: unknown checksum algorithm {algorithm!r}")
@@ -146,7 +156,7 @@ def _entry(filename, algorithm, digest):
     return FileEntry(filename.removesuffix(".parquet"), filename, algorithm, digest)
 
 
-def file_digest(path, algorithm, on_progress=None):
+def file_digest(path: str, algorithm: str, on_progress: Callable[[int], None] | None = None) -> str:
     """Hex digest of a file, read in chunks so memory stays flat.
     `on_progress(bytes_done)` is called after every chunk."""
     hasher = hashlib.new(algorithm)

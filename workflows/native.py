@@ -6,8 +6,11 @@ column is converted to the table's type with pyarrow's checked casts (which
 refuse values out of range) and then handed over as buffers, without a Python
 loop over values. Pure functions, no servers."""
 import re
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -24,7 +27,7 @@ _DATE_MAX = 65535  # Date is UInt16 days since 1970-01-01
 _DATETIME_MAX = 2**32 - 1
 
 
-def arrow_type(ch_type):
+def arrow_type(ch_type: str) -> pa.DataType:
     """The Arrow type whose buffers are the ClickHouse type's Native layout
     (Date and DateTime aside, which are narrowed when encoded)."""
     if ch_type in _UNSIGNED:
@@ -44,7 +47,7 @@ def arrow_type(ch_type):
     raise ValueError(f"no Arrow mapping for ClickHouse type {ch_type}")
 
 
-def conform(array, ch_type, default=None):
+def conform(array: pa.Array | pa.ChunkedArray, ch_type: str, default: Callable[[], Any] | None = None) -> pa.Array:
     """`array` cast to the Arrow type of `ch_type`, or ColumnMismatch.
     Integers of any width and booleans are accepted when every value fits;
     times finer than a second are floored to it. Nulls are refused, unless
@@ -77,17 +80,18 @@ def conform(array, ch_type, default=None):
             if pc.any(overflowed).as_py():
                 raise ColumnMismatch("value out of range for Float32")
     if result.null_count:
+        assert default is not None  # nulls come only from the file's, which set it or were refused above
         result = pc.fill_null(result, pa.scalar(default(), type=target))
     if pa.types.is_list(result.type) and result.values.null_count:
         raise ColumnMismatch(f"null element in a non-nullable {ch_type} column")
     return result
 
 
-def _nan():
+def _nan() -> float:
     return float("nan")
 
 
-def _castable(source, target):
+def _castable(source: pa.DataType, target: pa.DataType) -> bool:
     """The conversions the contract allows: numbers between numeric types,
     text to text, dates and times, lists of such element by element."""
     t = pa.types
@@ -110,11 +114,11 @@ def _castable(source, target):
     return False
 
 
-def _first_line(exc):
+def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def encode(array, ch_type):
+def encode(array: pa.Array, ch_type: str) -> list[np.ndarray | memoryview]:
     """Native column data of a conformed array: a list of bytes-like buffers."""
     if m := _ARRAY.fullmatch(ch_type):
         offsets = _numbers(array.offsets, np.int32)
@@ -123,29 +127,30 @@ def encode(array, ch_type):
     if ch_type == "String":
         return [_strings(array)]
     if ch_type == "Date":
-        return [_narrowed(array, pa.int32(), 0, _DATE_MAX, "<u2", "Date")]
+        return [_narrowed(array, pa.int32(), (0, _DATE_MAX), "<u2", "Date")]
     if ch_type == "DateTime":
-        return [_narrowed(array, pa.int64(), 0, _DATETIME_MAX, "<u4", "DateTime")]
+        return [_narrowed(array, pa.int64(), (0, _DATETIME_MAX), "<u4", "DateTime")]
     if _DECIMAL.fullmatch(ch_type):
         start = array.offset * 16
         return [memoryview(array.buffers()[1])[start : start + len(array) * 16]]
     return [_numbers(array, array.type.to_pandas_dtype())]
 
 
-def _numbers(array, dtype):
+def _numbers(array: pa.Array, dtype: npt.DTypeLike) -> np.ndarray:
     """Zero-copy numpy view of a fixed-width array without nulls."""
     dtype = np.dtype(dtype)
     return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
 
 
-def _narrowed(array, wide, low, high, dtype, ch_type):
+def _narrowed(array: pa.Array, wide: pa.DataType, bounds: tuple[int, int], dtype: str, ch_type: str) -> np.ndarray:
+    low, high = bounds
     values = _numbers(array.view(wide), wide.to_pandas_dtype())
     if len(values) and (values.min() < low or values.max() > high):
         raise ColumnMismatch(f"value out of range for {ch_type}")
     return values.astype(dtype)
 
 
-def _strings(array):
+def _strings(array: pa.Array) -> np.ndarray:
     """Each value as a LEB128 length followed by its bytes: the data buffer
     with the length prefixes inserted in one pass."""
     offsets = np.frombuffer(array.buffers()[1], np.int32, len(array) + 1, array.offset * 4).astype(np.int64)
@@ -174,21 +179,21 @@ EncodedColumn = tuple[str, str, list]
 CUSTOM_SERIALIZATION_REVISION = 54454  # clickhouse_driver.defines.DBMS_MIN_REVISION_WITH_CUSTOM_SERIALIZATION
 
 
-def native_block(n_rows: int, columns: list[EncodedColumn], revision: int | None = None) -> list:
+def native_block(n_rows: int, columns: list[EncodedColumn], revision: int | None = None) -> list[bytes | memoryview]:
     """One block of Native data as a list of byte buffers: the column and row
     counts, then per column its name, type and data. ClickHouse's Native
     format (`revision` None) is such blocks one after another; the TCP
     protocol of `revision` sends each in a Data packet, with a
     custom-serialization flag per column from revision 54454 on."""
     flag = b"\0" if revision is not None and revision >= CUSTOM_SERIALIZATION_REVISION else b""
-    buffers = [_varint(len(columns)) + _varint(n_rows)]
+    buffers: list[bytes | memoryview] = [_varint(len(columns)) + _varint(n_rows)]
     for name, ch_type, data in columns:
         buffers.append(_text(name) + _text(ch_type) + flag)
         buffers.extend(memoryview(buffer).cast("B") for buffer in data)
     return buffers
 
 
-def _varint(value):
+def _varint(value: int) -> bytes:
     """LEB128, as ClickHouse writes lengths and counts."""
     out = bytearray()
     while True:
@@ -198,6 +203,6 @@ def _varint(value):
             return bytes(out)
 
 
-def _text(value):
+def _text(value: str) -> bytes:
     data = value.encode()
     return _varint(len(data)) + data

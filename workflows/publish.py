@@ -5,9 +5,12 @@ under {to}/{network}/{date}/{window_days}/, the network's labels file in
 address-labels/ beside to's last folder, where the pipeline looks for it by
 default. Files first, META.json last."""
 import os
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
+from pyarrow import NativeFile
 from pyarrow.fs import FileType
 
 from .config import ConfigError, Settings
@@ -25,13 +28,13 @@ class Folder:
     day shares, never sees half of it."""
 
     @staticmethod
-    def path(url, *parts):
+    def path(url: str, *parts: str) -> str:
         parsed = urlparse(url)
         return os.path.join(unquote(parsed.path) if parsed.scheme == "file" else url, *parts)
 
     @staticmethod
     @contextmanager
-    def output(path):
+    def output(path: str) -> Iterator[BinaryIO]:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         partial = f"{path}.partial"
         try:
@@ -43,7 +46,7 @@ class Folder:
                 os.remove(partial)
 
     @staticmethod
-    def remove(path):
+    def remove(path: str) -> None:
         if os.path.exists(path):
             os.remove(path)
 
@@ -51,18 +54,18 @@ class Folder:
 class S3Prefix:
     """An S3 prefix to publish to (an object appears whole when its upload completes)."""
 
-    def __init__(self, settings):
+    def __init__(self, settings: Settings) -> None:
         self.filesystem = s3_filesystem(settings)
 
     @staticmethod
-    def path(url, *parts):
+    def path(url: str, *parts: str) -> str:
         parsed = urlparse(url)
         return "/".join(part for part in (parsed.netloc, parsed.path.strip("/"), *parts) if part)
 
-    def output(self, path):
+    def output(self, path: str) -> NativeFile:
         return self.filesystem.open_output_stream(path)
 
-    def remove(self, path):
+    def remove(self, path: str) -> None:
         if self.filesystem.get_file_info(path).type == FileType.File:
             self.filesystem.delete_file(path)
 
@@ -73,6 +76,7 @@ def publish(settings: Settings, day: Slice, to_url: str, progress: Progress | No
     first and written again last, so a reader never pairs it with files of
     another export. Returns where the snapshot and the labels file went."""
     scheme = urlparse(to_url).scheme
+    store: Folder | S3Prefix
     if scheme in ("", "file"):
         store, shown = Folder(), ""
     elif scheme == "s3":
@@ -83,7 +87,7 @@ def publish(settings: Settings, day: Slice, to_url: str, progress: Progress | No
     labels = store.path(beside(to_url, LABELS_FOLDER), labels_filename(day.network))
     meta_path = f"{folder}/{META_FILENAME}"
 
-    def output(filename):
+    def output(filename: str) -> AbstractContextManager[BinaryIO]:
         return store.output(labels if filename == producer_filename(LABELS_TABLE) else f"{folder}/{filename}")
 
     with reading_the_sot(settings):

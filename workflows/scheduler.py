@@ -7,7 +7,10 @@ import logging
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
+from typing import Any
 
+import luigi
 import luigi.configuration
 import luigi.interface
 import luigi.retcodes
@@ -19,14 +22,14 @@ logger = logging.getLogger("workflows")
 TIMEOUT_SECONDS = 5
 
 
-def scheduler_url():
+def scheduler_url() -> str:
     config = luigi.configuration.get_config()
     return config.get("core", "scheduler_url", "") or \
         f"http://{config.get('core', 'default-scheduler-host', 'localhost')}:" \
         f"{config.get('core', 'default-scheduler-port', '8082')}/"
 
 
-def call(method, url=None, **data):
+def call(method: str, url: str | None = None, **data: Any) -> Any:
     query = urllib.parse.quote(json.dumps(data))
     with urllib.request.urlopen(f"{(url or scheduler_url()).rstrip('/')}/api/{method}?data={query}",
                                 timeout=TIMEOUT_SECONDS) as response:
@@ -35,10 +38,10 @@ def call(method, url=None, **data):
 
 REACH_ATTEMPTS = 3  # a luigid that restarts answers again within seconds
 REACH_WAIT_SECONDS = 2
-_checked = []  # this process's command line was checked: local scheduler, or luigid answered
+_checked: list[str | None] = []  # this process's command line was checked: local scheduler, or luigid answered
 
 
-def check_reachable():
+def check_reachable() -> None:
     """For a `luigi` command that schedules through luigid: luigid answers,
     or the command ends here, before any task is checked, with one line
     and exit 35 ([retcode] scheduling_error). luigi itself would try three
@@ -65,7 +68,7 @@ def check_reachable():
     raise SystemExit(exit_status)
 
 
-def re_enable(tasks, url=None):
+def re_enable(tasks: Sequence[luigi.Task], url: str | None = None) -> Sequence[luigi.Task]:
     """Re-enables those of `tasks` that luigid disabled; returns them."""
     return [task for task in tasks if call("re_enable_task", url, task_id=task.task_id)]
 
@@ -79,17 +82,17 @@ def disabled_days(days: list[Slice], url: str | None = None) -> set[Slice]:
                                     for p in (task["params"] for task in held)) if key in wanted}
 
 
-def disabled(tasks, url=None):
+def disabled(tasks: Sequence[luigi.Task], url: str | None = None) -> Sequence[luigi.Task]:
     """Those of `tasks` that luigid holds disabled."""
     held = call("task_list", url, status="DISABLED")
     return [task for task in tasks if task.task_id in held]
 
 
-def reset_command(network, date):
+def reset_command(network: str, date: object) -> str:
     return f"python -m workflows reset --date {date} --network {network}"
 
 
-def explain_disabled(tasks):
+def explain_disabled(tasks: Sequence[luigi.Task]) -> None:
     """One line for each of `tasks` that luigid holds disabled, so that
     "not granted run permission" has a reason and a way out."""
     try:
@@ -97,7 +100,14 @@ def explain_disabled(tasks):
     except OSError:
         return
     persist = luigi.configuration.get_config().getint("scheduler", "disable_persist", 86400)
-    for task in held:
+    if len(held) == 1:
+        [task] = held
         logger.error("%s is disabled in luigid: its retries were used up. It runs again after"
                      " [scheduler] disable_persist (%d s), or at once after `%s`", task, persist,
-                     reset_command(task.network, task.date))
+                     reset_command(task.param_kwargs["network"], task.param_kwargs["date"]))
+    elif held:  # a backfill over disabled days: one line, not one per task
+        days = sorted({(task.param_kwargs["network"], task.param_kwargs["date"]) for task in held})
+        logger.error("%d tasks of %d days are disabled in luigid: their retries were used up (first %s %s). They"
+                     " run again after [scheduler] disable_persist (%d s), or at once after `%s` for each day"
+                     " (python -m workflows status shows them)", len(held), len(days), *days[0], persist,
+                     reset_command("N", "D"))

@@ -12,7 +12,7 @@ class Column:
     type: str
     default: str | None = None  # SQL expression; a column with one may be absent from the file
 
-    def default_value(self):
+    def default_value(self) -> dt.datetime | str | Decimal | float | int | None:
         """The DEFAULT as a Python value: what a null in the file becomes, as
         in ClickHouse's own input_format_null_as_default. now() is the time
         of the call, in UTC."""
@@ -31,16 +31,16 @@ class Column:
 @dataclass(frozen=True)
 class Table:
     name: str
-    columns: tuple
-    order_by: tuple
-    indexes: tuple = ()  # skip index clauses a migrated table keeps (workflows.layout.migrated_layout)
+    columns: tuple[Column, ...]
+    order_by: tuple[str, ...]
+    indexes: tuple[str, ...] = ()  # skip index clauses a migrated table keeps (workflows.layout.migrated_layout)
 
     @property
-    def column_names(self):
+    def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
 
-def _columns(spec):
+def _columns(spec: str) -> tuple[Column, ...]:
     """'name Type [DEFAULT expr], ...' as in the contract, one column per line."""
     columns = []
     for line in spec.strip().splitlines():
@@ -212,5 +212,5 @@ COMPLETE_DAYS_VIEW = "complete_days"  # for readers: the days whose four tables 
 STAGING_PREFIX = "_staging_"  # tables of loads under way, one per load
 
 
-def quote_identifier(name):
+def quote_identifier(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"

@@ -21,6 +21,9 @@ from .slices import Slice
 DOWNLOAD_STAMP = ".download"  # written last into a download; holds its id
 ARRIVED_CHECKSUMS = ".arrived.json"  # {filename: "algorithm:hex"} of the bytes as they arrived
 CLEANUP_MARKER = ("cleanup", "done")  # Cleanup's Redis marker: (step, token)
+STEPS = ("download", "validate", "checksums", "load", "cleanup")  # a day's steps, in the order they run
+NOT_PUBLISHED = "SnapshotNotPublished"  # the kind of failure of a day the SOT has not published yet
+KEPT_SECONDS = 30 * 86400  # a day's failure and step durations, until the day is done or this long
 
 
 def download_dir(settings: Settings, day: Slice) -> str:
@@ -55,6 +58,11 @@ def cleanup_marker(client: redis.Redis, day: Slice) -> RedisMarkerTarget:
 
 def last_failure_key(day: Slice) -> str:
     return step_key(day, "last_failure")
+
+
+def step_seconds_key(day: Slice) -> str:
+    """{step (load:{table} for each load): seconds its last run took} of the day, for the metrics."""
+    return step_key(day, "step_seconds")
 
 
 def republished_labels_key(day: Slice) -> str:
@@ -113,6 +121,10 @@ class DayState:
     @property
     def finished(self) -> bool:
         return self.cleaned and set(TABLES) <= set(self.loaded)
+
+    @property
+    def started(self) -> bool:
+        return self.downloaded or self.validated or self.checked or bool(self.loaded) or self.cleaned
 
 
 def day_states(settings: Settings, client: redis.Redis, ch: Any | None, days: list[Slice]) -> list[DayState]:

@@ -1,13 +1,14 @@
-"""`python -m workflows status`: what the operator sees of many days at
-once, read through workflows.state (never a task built per day), creating
-nothing."""
+"""`python -m workflows status` and `check`: what the operator sees of many
+days at once (a table, a grid of symbols, the freshness of each network),
+read through workflows.state (never a task built per day), creating nothing."""
+import datetime as dt
 import sys
 from collections.abc import Iterator
 from typing import TextIO
 
 from clickhouse_driver.errors import Error as ClickHouseError
 
-from . import clickhouse, scheduler, state
+from . import clickhouse, grid, scheduler, sql, state
 from .clients import clickhouse_client, redis_client, replica_clients
 from .config import Settings
 from .errors import one_line
@@ -34,7 +35,7 @@ def by_network(days: list[Slice]) -> dict[str, list[Slice]]:
 def read_states(settings: Settings, days: list[Slice]) -> dict[Slice, state.DayState]:
     """The state of each day; a network whose database is not there has loaded nothing."""
     client = redis_client(settings)
-    states = {}
+    states: dict[Slice, state.DayState] = {}
     for network, same_network in by_network(days).items():
         ch = clickhouse_client(settings)
         if not clickhouse.database_exists(ch, settings.database_for(network)):
@@ -52,33 +53,52 @@ def disabled_days(days: list[Slice]) -> set[Slice]:
         return set()
 
 
+def state_text(day: Slice, day_state: state.DayState, held_disabled: set[Slice]) -> str:
+    """The day's state in words: done, its last failure, or -; and whether luigid holds it disabled."""
+    s = day_state
+    text = "done" if s.finished else state.describe_failure(s.failure) if s.failure else "-"
+    if day in held_disabled:
+        text += "; disabled in luigid (reset re-enables)"
+    return text + ("; labels republished since the export" if s.labels_republished else "")
+
+
+def aligned(rows: list[list[str]]) -> list[str]:
+    """Rows as lines of left-aligned columns, the last one as long as it is."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths + [0])).rstrip() for row in rows]
+
+
 def print_status(settings: Settings, days: list[Slice], out: TextIO | None = None) -> None:
     """A table of network x day: each step done or not, rows loaded per
     table, and the day's state with its last failure. Reads only: creates
     no database or table."""
     out = out or sys.stdout
-    header = ["network", "date", "download", "validate", "checksums", *TABLES, "cleanup", "state"]
+    rows = [["network", "date", "download", "validate", "checksums", *TABLES, "cleanup", "state"]]
     states, held_disabled = read_states(settings, days), disabled_days(days)
-    rows = []
     for day in days:
         s = states[day]
-        cells = [day.network, day.date.isoformat(),
-                 *("done" if done else "-" for done in (s.downloaded, s.validated, s.checked))]
-        cells += [f"{s.loaded[t]:,}" if t in s.loaded else "-" for t in TABLES]
-        cells.append("done" if s.cleaned else "-")
-        text = "done" if s.finished else state.describe_failure(s.failure) if s.failure else "-"
-        if day in held_disabled:
-            text += "; disabled in luigid (reset re-enables)"
-        cells.append(text + ("; labels republished since the export" if s.labels_republished else ""))
-        rows.append(cells)
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header) - 1)]
-    for row in [header] + rows:
-        out.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths + [0])).rstrip() + "\n")
+        rows.append([day.network, day.date.isoformat(),
+                     *("done" if done else "-" for done in (s.downloaded, s.validated, s.checked)),
+                     *(f"{s.loaded[t]:,}" if t in s.loaded else "-" for t in TABLES),
+                     "done" if s.cleaned else "-", state_text(day, s, held_disabled)])
+    for line in aligned(rows):
+        out.write(line + "\n")
     if len(settings.clickhouse_replicas) > 1:
         out.write("\nper replica of CLICKHOUSE_HOST (arrived: every table holds the rows its marker counted)\n")
         for line in replica_states(settings, days):
             out.write(line + "\n")
     out.write("\n" + STATUS_LEGEND + "\n")
+
+
+def loaded_table(settings: Settings, days: list[Slice]) -> list[str]:
+    """What a run leaves, one line per day: rows loaded per table and the state."""
+    states = read_states(settings, days)
+    rows = [["network", "date", *TABLES, "state"]]
+    for day in days:
+        s = states[day]
+        rows.append([day.network, day.date.isoformat(), *(f"{s.loaded[t]:,}" if t in s.loaded else "-"
+                                                          for t in TABLES), state_text(day, s, set())])
+    return aligned(rows)
 
 
 def replica_states(settings: Settings, days: list[Slice]) -> Iterator[str]:
@@ -98,3 +118,44 @@ def replica_states(settings: Settings, days: list[Slice]) -> Iterator[str]:
                 missing = [t for t in TABLES if t not in loaded.get(day.date, {})]
                 yield f"{address}  {network}  {day.date}  " + ("arrived" if not missing else
                                                               "not yet: " + ", ".join(missing))
+
+
+def grid_cell(day: Slice, day_state: state.DayState, held_disabled: set[Slice]) -> grid.Cell:
+    """The day's one symbol: done, not published yet, gave up (luigid
+    disabled it, or its last attempt failed), failed with attempts left,
+    partly done, or nothing."""
+    failure = day_state.failure
+    if day_state.finished:
+        shown = grid.DONE
+    elif failure and failure.get("kind") == state.NOT_PUBLISHED:
+        shown = grid.UNPUBLISHED
+    elif day in held_disabled or (failure and failure["attempts"] >= failure["of"]):
+        shown = grid.GAVE_UP
+    elif failure:
+        shown = grid.FAILED
+    elif day_state.started:
+        shown = grid.PARTIAL
+    else:
+        shown = grid.NOTHING
+    described = None
+    if failure and not day_state.finished:  # the reason without the day, which the grid says
+        described = state.describe_failure(failure).removeprefix("failed: ").replace(f"{day} ", "", 1)
+    return grid.Cell(shown, dict(day_state.loaded), described)
+
+
+def day_grid(settings: Settings, days: list[Slice]) -> dict[tuple[str, dt.date], grid.Cell]:
+    """{(network, date): Cell} of these days."""
+    states, held_disabled = read_states(settings, days), disabled_days(days)
+    return {(day.network, day.date): grid_cell(day, states[day], held_disabled) for day in days}
+
+
+def last_complete_days(settings: Settings, networks: tuple[str, ...], window_days: int) -> dict[str, dt.date | None]:
+    """Each network's newest day whose four tables are loaded (None: none, or no database yet)."""
+    ch = clickhouse_client(settings)
+    last: dict[str, dt.date | None] = {}
+    for network in networks:
+        database = settings.database_for(network)
+        rows = ch.execute(*sql.last_complete_day(database, network, window_days)) \
+            if clickhouse.database_exists(ch, database) else []
+        last[network] = rows[0][0] if rows else None
+    return last

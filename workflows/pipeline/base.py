@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
@@ -22,7 +23,15 @@ from .. import alerts, clickhouse, leases, loader, scheduler, state
 from ..clickhouse import Destination
 from ..clients import clickhouse_client, failed_server, redis_client
 from ..config import ConfigError, Settings, check_network
-from ..errors import OneLineFailure, OneLineTracebacks, SnapshotError, WithoutTracebacks
+from ..errors import (
+    AtLuigisLevel,
+    OneLineFailure,
+    OneLineTracebacks,
+    QuietLuigi,
+    SnapshotError,
+    WithoutTracebacks,
+    shortened,
+)
 from ..meta import META_FILENAME, FileEntry, MetaError, parse_meta
 from ..schema import SCHEMAS
 from ..slices import Slice
@@ -32,7 +41,13 @@ from .params import Day, WindowDays
 
 logger = logging.getLogger("workflows")
 logging.getLogger("luigi-interface").addFilter(WithoutTracebacks())
+logging.getLogger("luigi-interface").addFilter(QuietLuigi())
 logging.getLogger("clickhouse_driver.connection").addFilter(OneLineTracebacks())
+_lines = logging.StreamHandler()  # the pipeline's own lines go where luigi's do: stderr
+_lines.addFilter(AtLuigisLevel())
+logger.addHandler(_lines)
+logger.setLevel(logging.INFO)
+STATUS_MESSAGE_CHARS = 120  # a failed step's status in the visualiser: its reason, cut (the popup has it all)
 
 MAX_REFETCHES = 3  # downloads removed under a waiting step before it gives up
 # luigid runs at most [resources] clickhouse_loads (luigi.cfg) of the steps
@@ -117,6 +132,8 @@ class IngestionTask(luigi.Task):
     window_days = WindowDays(description="the snapshot's window in days, e.g. 195")
 
     changes_download = False  # replaces or removes the download: runs alone on it
+    step_name = ""  # the step of state.STEPS this task is (a load: load)
+    outcome = "done"  # what the step did, for its one line in the log (execute() sets it)
 
     # (pid, server, database) whose tables exist, checked once per process
     _schemas_ready: ClassVar[set[tuple]] = set()
@@ -130,7 +147,7 @@ class IngestionTask(luigi.Task):
         self.day = Slice(self.network, self.date, int(self.window_days))
 
     @property
-    def retry_count(self) -> int:  # type: ignore[override]
+    def retry_count(self) -> int:
         return self.settings.retry_attempts
 
     @property
@@ -222,8 +239,13 @@ class IngestionTask(luigi.Task):
                         return
                     stale = [task for task in luigi.task.flatten(self.requires()) if not task.check_done()]
                     if not stale:
-                        with stopped_by_sigterm():
-                            self.execute()
+                        started = time.monotonic()
+                        try:
+                            with stopped_by_sigterm():
+                                self.execute()
+                        finally:
+                            self.record_seconds(time.monotonic() - started)
+                        self.finished(time.monotonic() - started)
                         return
                 yield stale  # outside the lock: the download they redo takes it exclusively
             raise RuntimeError(f"the download was removed {MAX_REFETCHES} times while this step waited for it")
@@ -234,10 +256,26 @@ class IngestionTask(luigi.Task):
             self.report(str(failure))
             raise failure from None
         except BaseException as exc:
-            # the visualiser's status shows the reason, not the last progress;
-            # luigi detaches the status callback before on_failure runs
-            self.report(failure_reason(exc))
+            # the visualiser's status shows the reason, not the last progress,
+            # and its bar no longer claims the work done; luigi detaches the
+            # status callbacks before on_failure runs
+            self.report(shortened(failure_reason(exc), STATUS_MESSAGE_CHARS), 0)
             raise
+
+    def record_seconds(self, seconds: float) -> None:
+        """How long the step's work took, done or failed, for the day's metrics."""
+        table = self.step[1]
+        key = state.step_seconds_key(self.day)
+        try:
+            self.redis.hset(key, self.step_name + (f":{table}" if table else ""), round(seconds, 3))
+            self.redis.expire(key, state.KEPT_SECONDS)
+        except redis.RedisError:
+            pass  # a step that failed on Redis says so itself
+
+    def finished(self, seconds: float) -> None:
+        """The step's one line in the log."""
+        name, table = self.step
+        logger.info("%s %s: %s (%.1f s)", self.day, name + (f" {table}" if table else ""), self.outcome, seconds)
 
     def execute(self) -> None:
         """The step's own work, its inputs in place and the download locked."""

@@ -9,13 +9,13 @@ from .. import scheduler
 from ..config import Settings, known_network, require_sot_url
 from ..schema import TABLES
 from ..slices import Slice
+from ..state import STEPS
 from .base import IngestionTask, setting_or_exit
 from .failures import summarize_at_exit
 from .params import Day, WindowDays, yesterday
 from .steps import Cleanup, DownloadSOT, LoadTable, ValidateMeta, VerifyChecksums
 
-STEPS = ("download", "validate", "checksums", "load", "cleanup")  # in the order they run
-STEP_TASKS = {"download": DownloadSOT, "validate": ValidateMeta, "checksums": VerifyChecksums, "cleanup": Cleanup}
+STEP_TASKS = {task.step_name: task for task in (DownloadSOT, ValidateMeta, VerifyChecksums, Cleanup)}
 
 
 def step_tasks(step: str, day: Slice, table: str | None = None) -> list[IngestionTask]:

@@ -8,22 +8,22 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 import luigi
 import redis
+from clickhouse_driver.errors import Error as ClickHouseError
 
-from .. import alerts, scheduler
+from .. import alerts, metrics, scheduler, status
 from ..clients import redis_client
 from ..config import ConfigError, Settings
 from ..errors import OneLineFailure, SnapshotError, one_line
 from ..slices import Slice
-from ..state import describe_failure, last_failure_key, step_key
+from ..state import KEPT_SECONDS, describe_failure, last_failure_key, loaded_days, step_key, step_seconds_key
 
 logger = logging.getLogger("workflows")
 
-LAST_FAILURE_KEPT_SECONDS = 30 * 86400
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -55,6 +55,15 @@ class Step(Protocol):
     @property
     def step(self) -> tuple[str, str | None]: ...
 
+    @property
+    def step_name(self) -> str: ...
+
+    @property
+    def clickhouse(self) -> Any: ...
+
+    @property
+    def database(self) -> str: ...
+
 
 def attempts(task: Step) -> alerts.Attempts:
     """The step's failed attempts in this run of it."""
@@ -62,15 +71,37 @@ def attempts(task: Step) -> alerts.Attempts:
                            os.path.join(task.settings.download_dir, ".failures", task.task_id))
 
 
-def record_failure(task: Step, reason: str, attempt: int) -> None:
-    """The day's last failure, for `status`, until the day is done."""
+def record_failure(task: Step, exception: BaseException, attempt: int) -> None:
+    """The day's last failure, for `status`, until the day is done; its kind
+    (the exception's class) tells a day not published yet from one that failed."""
     name, table = task.step
-    failure = {"task": name, "table": table, "reason": reason, "attempts": attempt, "of": task.retry_count,
-               "at": int(time.time())}
+    failure = {"task": name, "table": table, "reason": failure_reason(exception), "attempts": attempt,
+               "of": task.retry_count, "at": int(time.time()), "kind": type(exception).__name__}
     try:
-        task.redis.set(last_failure_key(task.day), json.dumps(failure), ex=LAST_FAILURE_KEPT_SECONDS)
+        task.redis.set(last_failure_key(task.day), json.dumps(failure), ex=KEPT_SECONDS)
     except redis.RedisError:
         pass  # already logged by the failure count
+
+
+def record_metrics(task: Step, failed_step: str | None) -> None:
+    """The network-day's metrics (INGESTION_METRICS_TEXTFILE,
+    PROMETHEUS_PUSHGATEWAY_URL): a success when `failed_step` is None, with
+    the rows each table holds for the day; each step's last duration."""
+    settings = task.settings
+    if not (settings.metrics_textfile or settings.pushgateway_url):
+        return
+    try:
+        durations = task.redis.hgetall(step_seconds_key(task.day))
+    except redis.RedisError:
+        durations = {}
+    seconds: dict[str, float] = {}
+    for key, value in durations.items():  # the four loads' add up to the load step's
+        step = (key.decode() if isinstance(key, bytes) else key).split(":")[0]
+        seconds[step] = seconds.get(step, 0.0) + float(value)
+    rows = {} if failed_step else loaded_days(task.clickhouse, task.database, task.day.network, [task.day.date],
+                                              task.day.window_days).get(task.day.date, {})
+    metrics.record(metrics.DayResult(task.day.network, task.day.date, failed_step is None, time.time(), rows, seconds,
+                                     failed_step), settings.metrics_textfile or None, settings.pushgateway_url or None)
 
 
 def account_failure(task: Step, exception: BaseException) -> str:
@@ -92,15 +123,16 @@ def account_failure(task: Step, exception: BaseException) -> str:
     else:
         when = f"attempt {attempt} of {task.retry_count}; next in {alerts.retry_delay()} s"
     logger.warning("%s %s: %s", task.day, task.task_family, when)
-    record_failure(task, reason, attempt)
+    record_failure(task, exception, attempt)
+    record_metrics(task, task.step_name)
     return f"{explanation} ({when})"
 
 
-_summarized: dict[Slice, Callable[[Slice], list[luigi.Task]]] = {}  # this `luigi` command's days
+_summarized: dict[Slice, Callable[[Slice], Sequence[luigi.Task]]] = {}  # this `luigi` command's days
 _process_started = time.time()
 
 
-def summarize_at_exit(days: Iterable[Slice], day_tasks: Callable[[Slice], list[luigi.Task]]) -> None:
+def summarize_at_exit(days: Iterable[Slice], day_tasks: Callable[[Slice], Sequence[luigi.Task]]) -> None:
     """When this `luigi` command ends: one line per day that failed in it,
     with its last reason (luigi's own summary lists tasks, and collapses
     them), and one per task that luigid holds disabled, which luigi only
@@ -116,10 +148,13 @@ def summarize_at_exit(days: Iterable[Slice], day_tasks: Callable[[Slice], list[l
 def _summarize() -> None:
     days = list(_summarized)
     try:
-        client = redis_client(Settings.from_env())
-        failures = client.mget([last_failure_key(day) for day in days])
-    except (ConfigError, redis.RedisError):
+        settings = Settings.from_env()
+        failures = redis_client(settings).mget([last_failure_key(day) for day in days])
+        table = status.loaded_table(settings, days)
+    except (ConfigError, redis.RedisError, ClickHouseError, OSError):
         return
+    for line in table:
+        logger.info("%s", line)
     for day, failure in zip(days, failures):
         if failure and json.loads(failure)["at"] >= int(_process_started):
             logger.error("%s: %s", day, describe_failure(json.loads(failure)))

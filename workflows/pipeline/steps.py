@@ -11,11 +11,12 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 
 import luigi
 
-from targets import ClickHouseMarkerTarget
+from targets import ClickHouseMarkerTarget, RedisMarkerTarget
 
 from .. import clickhouse, disk, loader, state
 from ..config import ConfigError
@@ -25,7 +26,7 @@ from ..schema import SCHEMAS, TABLES
 from ..sources import DIRECTORY_MODE, NoSpace, NotPublished, SourceUnavailable, UnsafeFile, open_source
 from ..state import ARRIVED_CHECKSUMS, DOWNLOAD_STAMP, last_failure_key, loaded_days, republished_labels_key
 from .base import LOAD_RESOURCE, DownloadFailed, IngestionTask
-from .failures import LAST_FAILURE_KEPT_SECONDS
+from .failures import record_metrics
 
 logger = logging.getLogger("workflows")
 
@@ -38,16 +39,17 @@ class DownloadSOT(IngestionTask):
     """Copies the snapshot into {SOT_DOWNLOAD_DIR}/{network}/{date}/{window_days}/."""
 
     changes_download = True
+    step_name = "download"
 
-    def output(self):
+    def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(os.path.join(self.download_dir, DOWNLOAD_STAMP))
 
-    def remove_output(self):
+    def remove_output(self) -> bool:
         existed = os.path.isdir(self.download_dir)
         shutil.rmtree(self.download_dir, ignore_errors=True)
         return existed
 
-    def execute(self):
+    def execute(self) -> None:
         try:
             source = open_source(self.settings)
         except ConfigError as exc:  # SOT_URL unset: RunDaily refuses it, a step run alone gets here
@@ -68,6 +70,8 @@ class DownloadSOT(IngestionTask):
                 stamp.write(uuid.uuid4().hex)
             shutil.rmtree(self.download_dir, ignore_errors=True)
             os.rename(partial, self.download_dir)
+            size = sum(entry.stat().st_size for entry in os.scandir(self.download_dir) if entry.is_file())
+            self.outcome = f"{len(arrived)} files, {size / 1e6:,.1f} MB"
         except NotPublished as exc:
             raise SnapshotNotPublished(f"{self.day}: {exc}") from None
         except UnsafeFile as exc:
@@ -87,11 +91,11 @@ class DownloadSOT(IngestionTask):
         finally:
             shutil.rmtree(partial, ignore_errors=True)
 
-    def report_every_percent(self):
+    def report_every_percent(self) -> Callable[[str, float], None]:
         """report(), skipping the calls to luigid that would not move the percentage."""
-        shown = [None]
+        shown: list[int | None] = [None]
 
-        def progress(message, percent):
+        def progress(message: str, percent: float) -> None:
             if int(percent) != shown[0]:
                 shown[0] = int(percent)
                 self.report(message, percent)
@@ -102,15 +106,17 @@ class ValidateMeta(IngestionTask):
     """META.json is there, parses, and lists the four tables with
     well-formed checksums and plain file names."""
 
-    def requires(self):
+    step_name = "validate"
+
+    def requires(self) -> "DownloadSOT":
         return DownloadSOT(self.network, self.date, self.window_days)
 
-    def output(self):
+    def output(self) -> RedisMarkerTarget:
         # vouches for the download it checked, and only while that is on disk
         return self.download_marker("validate")
 
-    def execute(self):
-        self.meta()
+    def execute(self) -> None:
+        self.outcome = f"META.json lists {sum(1 for entry in self.meta().values() if entry.filename)} files"
         self.output().touch()
 
 
@@ -122,20 +128,21 @@ class VerifyChecksums(IngestionTask):
     table already loaded is checked without being staged."""
 
     resources = {LOAD_RESOURCE: 1}
+    step_name = "checksums"
 
-    def requires(self):
+    def requires(self) -> ValidateMeta:
         return ValidateMeta(self.network, self.date, self.window_days)
 
-    def output(self):
+    def output(self) -> RedisMarkerTarget:
         return self.download_marker("checksums")
 
-    def execute(self):
+    def execute(self) -> None:
         entries = list(self.meta().values())
         files = [e for e in entries if e.filename]  # a table the producer left out has no rows that day
-        paths = {e.filename: os.path.join(self.download_dir, e.filename) for e in files}
+        paths = {e.file: os.path.join(self.download_dir, e.file) for e in files}
         for entry in files:
-            if not os.path.isfile(paths[entry.filename]):
-                raise self.bad_input(entry.filename, "listed in META.json but missing")
+            if not os.path.isfile(paths[entry.file]):
+                raise self.bad_input(entry.file, "listed in META.json but missing")
         self.verify_counts(self.verify_checksums(files, paths), paths)
         sizes = {name: os.path.getsize(path) for name, path in paths.items()}
         checked, total = 0, sum(sizes.values()) or 1
@@ -150,16 +157,19 @@ class VerifyChecksums(IngestionTask):
                 if entry.table not in loaded:
                     staged[entry.table] = staging.enter_context(clickhouse.staging_table(
                         self.destination(entry.table), self.day))
-                size = sizes.get(entry.filename, 0)
-                self.stage_or_check(entry, paths.get(entry.filename), staged.get(entry.table),
+                size = sizes.get(entry.filename or "", 0)
+                self.stage_or_check(entry, paths.get(entry.filename or ""), staged.get(entry.table),
                                     self.progress_of_all_files(entry, staged, (checked, size, total)))
                 checked += size
             download = self.download_id()
+            if download is None:  # removed under the lock's holder: cannot be
+                raise RuntimeError(f"{self.day}: the download went while it was verified")
             for table, name in staged.items():
                 clickhouse.keep_staged(self.destination(table), name, self.day, download)
+        self.outcome = f"{len(files)} files verified, {len(staged)} tables staged"
         self.output().touch()
 
-    def verify_checksums(self, entries, paths):
+    def verify_checksums(self, entries: list[FileEntry], paths: dict[str, str]) -> list[FileEntry]:
         """Against the checksums taken as the bytes arrived; a file without
         one is hashed here. The producer's labels file is replaced in place
         when the labels change: one that differs from its checksum at export
@@ -168,9 +178,9 @@ class VerifyChecksums(IngestionTask):
         arrived = self.arrived_checksums()
         described = []
         for entry in entries:
-            actual = arrived.get(entry.filename)
+            actual = arrived.get(entry.file)
             if actual is None:
-                actual = f"{entry.algorithm}:{file_digest(paths[entry.filename], entry.algorithm)}"
+                actual = f"{entry.algorithm}:{file_digest(paths[entry.file], entry.algorithm)}"
             actual = actual.split(":", 1)[1]
             if actual == entry.digest:
                 described.append(entry)
@@ -178,28 +188,28 @@ class VerifyChecksums(IngestionTask):
             if entry.shared_labels:
                 self.note_republished_labels(entry, actual)
                 continue
-            raise self.bad_input(entry.filename, f"{entry.algorithm} checksum mismatch: META.json has"
+            raise self.bad_input(entry.file, f"{entry.algorithm} checksum mismatch: META.json has"
                                                  f" {entry.digest}, file has {actual}")
         return described
 
-    def note_republished_labels(self, entry, actual):
+    def note_republished_labels(self, entry: FileEntry, actual: str) -> None:
         note = (f"{self.network} {self.date} {entry.filename}: the labels were republished since the export"
                 f" (META.json has sha256 {entry.digest}, the current file {actual}); loading the current file")
         logger.warning(note)
         self.redis.set(republished_labels_key(self.day),
-                       json.dumps({"meta": entry.digest, "file": actual}), ex=LAST_FAILURE_KEPT_SECONDS)
+                       json.dumps({"meta": entry.digest, "file": actual}), ex=state.KEPT_SECONDS)
 
-    def verify_counts(self, entries, paths):
+    def verify_counts(self, entries: list[FileEntry], paths: dict[str, str]) -> None:
         """The rows each file's footer declares against META.json's count, where it gives one."""
         for entry in entries:
             if entry.rows is None:
                 continue
             try:
-                rows = loader.file_rows(paths[entry.filename])
+                rows = loader.file_rows(paths[entry.file])
             except loader.FileMismatch as exc:
-                raise self.bad_input(entry.filename, exc) from None
+                raise self.bad_input(entry.file, exc) from None
             if rows != entry.rows:
-                raise self.bad_input(entry.filename, f"META.json counts {entry.rows:,} rows of {entry.table},"
+                raise self.bad_input(entry.file, f"META.json counts {entry.rows:,} rows of {entry.table},"
                                                      f" the file holds {rows:,}")
 
     def progress_of_all_files(self, entry: FileEntry, staged: dict[str, str], span: tuple[int, int, int]
@@ -234,14 +244,15 @@ class LoadTable(IngestionTask):
 
     table = luigi.ChoiceParameter(choices=TABLES, description="the table to load: " + ", ".join(TABLES))
     resources = {LOAD_RESOURCE: 1}
+    step_name = "load"
 
-    def requires(self):
+    def requires(self) -> VerifyChecksums:
         return VerifyChecksums(self.network, self.date, self.window_days)
 
-    def output(self):
+    def output(self) -> ClickHouseMarkerTarget:
         return ClickHouseMarkerTarget(self.clickhouse, self.database, self.day, self.table)
 
-    def execute(self):
+    def execute(self) -> None:
         entry = self.meta()[self.table]
         path = os.path.join(self.download_dir, entry.filename) if entry.filename else None
         load = self.day_load(self.table)
@@ -266,18 +277,19 @@ class LoadTable(IngestionTask):
                         ", ".join(defaulted) or "none")
         self.output().touch(rows, accounting)
         self.report(f"{self.table}: {rows:,} rows loaded", 100)
+        self.outcome = f"{rows:,} rows"
 
-    def verify_again(self, entry, path):
+    def verify_again(self, entry: FileEntry, path: str) -> None:
         """The file on disk is still the one VerifyChecksums proved: hashed
         again, against the checksum taken as it arrived (META.json's, or for
         republished labels the current file's)."""
-        expected = self.arrived_checksums().get(entry.filename, f"{entry.algorithm}:{entry.digest}")
+        expected = self.arrived_checksums().get(entry.file, f"{entry.algorithm}:{entry.digest}")
         actual = f"{entry.algorithm}:{file_digest(path, entry.algorithm)}"
         if actual != expected:
-            raise self.bad_input(entry.filename, f"changed on disk since it was verified: {entry.algorithm}"
+            raise self.bad_input(entry.file, f"changed on disk since it was verified: {entry.algorithm}"
                                                  f" {expected.split(':', 1)[1]} then, {actual.split(':', 1)[1]} now")
 
-    def report_rows(self, done, total):
+    def report_rows(self, done: int, total: int) -> None:
         self.report(f"{self.table}: {done:,} / {total:,} rows", 100 * done / max(total, 1))
 
 
@@ -285,15 +297,17 @@ class Cleanup(IngestionTask):
     """Removes the download once all four tables are loaded."""
 
     changes_download = True
+    step_name = "cleanup"
+    outcome = "download removed"
 
     def done_by_another_run(self) -> bool:
         # check_done() follows the table markers; removing the download again is harmless
         return False
 
-    def requires(self):
+    def requires(self) -> list["LoadTable"]:
         return [LoadTable(self.network, self.date, self.window_days, table) for table in TABLES]
 
-    def output(self):
+    def output(self) -> RedisMarkerTarget:
         return state.cleanup_marker(self.redis, self.day)
 
     def targets_say_done(self) -> bool:
@@ -312,3 +326,7 @@ class Cleanup(IngestionTask):
         shutil.rmtree(self.download_dir, ignore_errors=True)
         self.output().touch()
         self.redis.delete(last_failure_key(self.day))
+
+    def finished(self, seconds: float) -> None:
+        super().finished(seconds)
+        record_metrics(self, None)  # the network-day is done

@@ -5,7 +5,15 @@ import posixpath
 from urllib.parse import unquote, urlparse, urlunparse
 
 from ..config import Settings, require_sot_url
-from .base import DIRECTORY_MODE, NoSpace, NotPublished, SnapshotSource, SourceUnavailable, UnsafeFile
+from .base import (
+    DIRECTORY_MODE,
+    FileSnapshotSource,
+    NoSpace,
+    NotPublished,
+    SnapshotSource,
+    SourceUnavailable,
+    UnsafeFile,
+)
 
 __all__ = ["DIRECTORY_MODE", "NoSpace", "NotPublished", "SnapshotSource", "SourceUnavailable", "UnsafeFile",
            "open_source"]
@@ -26,7 +34,7 @@ def open_source(settings: Settings) -> SnapshotSource:
     return source
 
 
-def beside(url, name):
+def beside(url: str, name: str) -> str:
     """The folder `name` next to the last folder of `url` (a path or URL)."""
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
@@ -36,7 +44,7 @@ def beside(url, name):
     return urlunparse(parsed._replace(path=posixpath.join(parent or "/", name)))
 
 
-def _file_store(url, settings):
+def _file_store(url: str, settings: Settings) -> FileSnapshotSource:
     """The store of a path, file:// or s3:// URL (config checked its form)."""
     parsed = urlparse(url)
     if parsed.scheme == "s3":

@@ -6,13 +6,17 @@ import logging
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from io import BufferedWriter
+from typing import TypeVar
 
 from .. import disk
-from ..meta import META_FILENAME, MetaError, labels_filename, parse_meta
+from ..meta import META_FILENAME, FileEntry, MetaError, labels_filename, parse_meta
 from ..slices import Slice
 
 Progress = Callable[[str, float], None]  # (message, percent done)
+
+T = TypeVar("T")
 
 logger = logging.getLogger("workflows.sources")
 
@@ -29,7 +33,7 @@ class NotPublished(Exception):
 class UnsafeFile(Exception):
     """A snapshot file that must not be copied (a symlink, a device, ...)."""
 
-    def __init__(self, filename, reason):
+    def __init__(self, filename: str, reason: str) -> None:
         self.filename, self.reason = filename, reason
         super().__init__(f"{filename}: {reason}")
 
@@ -47,7 +51,7 @@ class Transient(Exception):
     """A failure worth retrying: a dropped connection, a 5xx, a slow-down."""
 
 
-def space_needed(snapshot_bytes):
+def space_needed(snapshot_bytes: int) -> int:
     """What a download of this size needs free: the files plus a margin."""
     return snapshot_bytes + snapshot_bytes // 20 + (1 << 20)
 
@@ -63,15 +67,15 @@ class SnapshotSource(ABC):
         yet. `progress(message, percent)` follows the work."""
 
     @abstractmethod
-    def describe(self, snapshot):
+    def describe(self, snapshot: str) -> str:
         """Where the snapshot is, for messages: no credentials."""
 
 
 class FileSnapshotSource(SnapshotSource):
     """A store that holds the snapshot's files (a folder, an S3 prefix)."""
 
-    labels = None  # the store of the producer's per-network labels files
-    room = None  # the download folder, whose downloads under way reserve their room (workflows.disk)
+    labels: "FileSnapshotSource | None" = None  # the store of the producer's per-network labels files
+    room: str | None = None  # the download folder, whose downloads under way reserve their room (workflows.disk)
 
     def fetch(self, day: Slice, destination: str, progress: Progress | None = None) -> dict[str, str]:
         """Copies META.json, then the files it lists, into the existing
@@ -93,25 +97,33 @@ class FileSnapshotSource(SnapshotSource):
             entries = [e for e in parse_meta(meta).values() if e.filename]
         except MetaError:
             return {}
-        where = {e.filename: (self.labels, "", labels_filename(day.network)) if e.shared_labels else
-                 (self, snapshot, e.filename) for e in entries}
-        sizes = {}
+        where = {e.filename: (self._labels_store(), "", labels_filename(day.network)) if e.shared_labels else
+                 (self, snapshot, e.filename) for e in entries if e.filename}  # (entries all have a file)
+        sizes: dict[str, int] = {}
         for name, (store, folder, key) in where.items():
-            sizes[name] = store.retrying(f"{store.describe(folder)}/{key}", lambda: store.size(folder, key))
-            if sizes[name] is None:
+            size = store.retrying(f"{store.describe(folder)}/{key}", lambda: store.size(folder, key))
+            if size is None:
                 raise NotPublished(f"not published yet: {name}, listed in {META_FILENAME}, is not at"
                                    f" {store.describe(folder).rstrip('/')}/{key} yet")
+            sizes[name] = size
         try:
             with disk.reserved(self.room or destination, space_needed(sum(sizes.values()))):
                 return self.copy(entries, where, sizes, destination, progress)
         except disk.NotEnoughSpace as exc:
             raise NoSpace(str(exc)) from None
 
-    def copy(self, entries, where, sizes, destination, progress):
+    def _labels_store(self) -> "FileSnapshotSource":
+        """The store of the labels file, which open_source always sets."""
+        assert self.labels is not None, "a file store without its labels store (open_source sets one)"
+        return self.labels
+
+    def copy(self, entries: list[FileEntry], where: Mapping[str, tuple["FileSnapshotSource", str, str]],
+             sizes: Mapping[str, int], destination: str, progress: Progress | None) -> dict[str, str]:
         """The files into `destination`, each hashed as it arrives."""
         total = sum(sizes.values())
         arrived, copied = {}, 0
         for entry in entries:
+            assert entry.filename is not None  # fetch copies only the entries that have a file
             store, folder, key = where[entry.filename]
             size, digest, done = sizes[entry.filename], hashlib.new(entry.algorithm), 0
             try:
@@ -131,7 +143,7 @@ class FileSnapshotSource(SnapshotSource):
             arrived[entry.filename] = f"{entry.algorithm}:{digest.hexdigest()}"
         return arrived
 
-    def resumed(self, snapshot, filename):
+    def resumed(self, snapshot: str, filename: str) -> Iterator[bytes]:
         """The file's bytes, in chunks; a transient failure is logged and
         retried after a pause, from the byte where it stopped."""
         offset, failures = 0, 0
@@ -146,7 +158,7 @@ class FileSnapshotSource(SnapshotSource):
                 failures += 1
                 self.pause(f"{self.describe(snapshot)}/{filename} at {offset / 1e6:,.1f} MB", exc, failures)
 
-    def retrying(self, what, call):
+    def retrying(self, what: str, call: Callable[[], T]) -> T:
         """call(), with transient failures logged and retried after a pause."""
         failures = 0
         while True:
@@ -157,7 +169,7 @@ class FileSnapshotSource(SnapshotSource):
                 self.pause(what, exc, failures)
 
     @staticmethod
-    def pause(what, exc, failures):
+    def pause(what: str, exc: Exception, failures: int) -> None:
         if failures > len(RETRY_DELAYS):
             raise SourceUnavailable(f"{what}: {exc} ({len(RETRY_DELAYS)} retries used up)") from None
         delay = RETRY_DELAYS[failures - 1]
@@ -165,19 +177,19 @@ class FileSnapshotSource(SnapshotSource):
         time.sleep(delay)
 
     @abstractmethod
-    def read(self, snapshot, filename):
+    def read(self, snapshot: str, filename: str) -> bytes | None:
         """The bytes of a small file of the snapshot, or None when it is not there."""
 
     @abstractmethod
-    def size(self, snapshot, filename):
+    def size(self, snapshot: str, filename: str) -> int | None:
         """A file's size in bytes, or None when the source does not have it."""
 
     @abstractmethod
-    def chunks(self, snapshot, filename, offset):
+    def chunks(self, snapshot: str, filename: str, offset: int) -> Iterator[bytes]:
         """The file's bytes from `offset` on, in chunks of CHUNK_BYTES at most."""
 
 
-def create_private_file(directory, filename):
+def create_private_file(directory: str, filename: str) -> BufferedWriter:
     """A new file readable by the owner only, never through a symlink."""
     fd = os.open(os.path.join(directory, filename), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
     return os.fdopen(fd, "wb")

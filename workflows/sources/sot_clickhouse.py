@@ -9,20 +9,23 @@ import datetime as dt
 import hashlib
 import io
 import json
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from clickhouse_driver import Client
 from clickhouse_driver.errors import Error as ClickHouseError
 from clickhouse_driver.errors import ErrorCodes
 
 from .. import sql
 from ..clients import ClickHouseServer, connected_client
+from ..config import Settings
 from ..errors import one_line
 from ..meta import META_FILENAME, PRODUCER_NAMES
 from ..native import arrow_type
-from ..schema import SCHEMAS, TABLES
+from ..schema import SCHEMAS, TABLES, Column
 from ..slices import Slice
 from .base import NotPublished, Progress, SnapshotSource, SourceUnavailable, create_private_file
 from .sot_http import HttpClickHouse, answers_http
@@ -44,7 +47,7 @@ EXPORT_BLOCK_ROWS = 8_192
 AUTHENTICATION_FAILED = {ErrorCodes.UNKNOWN_USER, ErrorCodes.WRONG_PASSWORD, ErrorCodes.REQUIRED_PASSWORD, 516}
 
 
-def producer_filename(table):
+def producer_filename(table: str) -> str:
     """The file of `table` in the producer's META.json (the labels' name there, not on the store)."""
     return f"{PRODUCER_NAMES[table]}.parquet"
 
@@ -52,20 +55,20 @@ def producer_filename(table):
 class HashingWriter(io.RawIOBase):
     """A binary output that hashes (sha256) what goes through it."""
 
-    def __init__(self, out):
+    def __init__(self, out: BinaryIO) -> None:
         super().__init__()
         self.out, self.sha256, self.position = out, hashlib.sha256(), 0
 
-    def writable(self):
+    def writable(self) -> bool:
         return True
 
-    def write(self, data):
+    def write(self, data: Any) -> int:  # bytes, or a pyarrow.Buffer: sized, with the buffer protocol
         self.out.write(data)
         self.sha256.update(data)
         self.position += len(data)
         return len(data)
 
-    def tell(self):
+    def tell(self) -> int:
         return self.position
 
 
@@ -76,15 +79,15 @@ class SotDay:
         self.client, self.database, self.network = client, database, day.network
         self.date, self.window_days = day.date, int(day.window_days)
 
-    def where(self, table):
+    def where(self, table: str) -> dict[str, Any]:
         if table == LABELS_TABLE:
             return {"network": self.network}
         return {"processing_date": self.date, "window_days": self.window_days}
 
-    def count(self, table):
+    def count(self, table: str) -> int:
         return self.client.execute(*sql.newest_count(self.database, SOT_TABLES[table], self.where(table)))[0][0]
 
-    def columns(self, table):
+    def columns(self, table: str) -> list[tuple[Column, str | None]]:
         """The columns of our table that the SOT's has, in our order, each
         with the type to CAST the SOT's to where it differs (None where it
         is the same): its tables have no created_at, its labels no day (the
@@ -92,7 +95,8 @@ class SotDay:
         held = dict(self.client.execute(*sql.table_columns(self.database, SOT_TABLES[table])))
         return [(c, None if held[c.name] == c.type else c.type) for c in SCHEMAS[table].columns if c.name in held]
 
-    def export_table(self, table, out, progress=None):
+    def export_table(self, table: str, out: BinaryIO | HashingWriter,
+                     progress: Callable[[int], None] | None = None) -> int:
         """Streams the newest version of each of the table's rows as Parquet
         into the binary output `out`, a block of EXPORT_BLOCK_ROWS at a time,
         a row group of EXPORT_ROW_GROUP_ROWS; returns the number of rows.
@@ -112,7 +116,8 @@ class SotDay:
                     progress(rows_done)
         return rows_done
 
-    def export(self, open_output, progress=None):
+    def export(self, open_output: Callable[[str], AbstractContextManager[BinaryIO]],
+               progress: Progress | None = None) -> bytes:
         """Writes the four files through `open_output(filename)` (a binary
         output to close after; the labels' filename is address_labels.parquet,
         which the caller puts where labels go) and returns the META.json that
@@ -127,7 +132,7 @@ class SotDay:
         for table in TABLES:
             filename = producer_filename(table)
 
-            def report(done, filename=filename, table=table, before=before):
+            def report(done: int, filename: str = filename, table: str = table, before: int = before) -> None:
                 if progress:
                     progress(f"{filename}: {done:,} / {counts[table]:,} rows exported",
                              100 * (before + done) / max(total, 1))
@@ -144,7 +149,7 @@ class SotDay:
         return json.dumps(meta, indent=2).encode()
 
 
-def _row_groups(rows, arrow_schema):
+def _row_groups(rows: Iterable[tuple[Any, ...]], arrow_schema: pa.Schema) -> Iterator[pa.Table]:
     """The rows (tuples) as Arrow tables of EXPORT_ROW_GROUP_ROWS rows (the
     last one shorter), each made of EXPORT_BLOCK_ROWS-row batches: only one
     block of rows is Python objects at a time."""
@@ -163,7 +168,7 @@ def _row_groups(rows, arrow_schema):
         yield pa.Table.from_batches(group, arrow_schema)
 
 
-def _batch(rows, arrow_schema):
+def _batch(rows: list[tuple[Any, ...]], arrow_schema: pa.Schema) -> pa.RecordBatch:
     return pa.record_batch([pa.array(values, type=field.type) for values, field in zip(zip(*rows), arrow_schema)],
                            schema=arrow_schema)
 
@@ -172,10 +177,10 @@ class ClickHouseSnapshotSource(SnapshotSource):
     """SOT_URL=clickhouse://: the snapshot is exported from the SOT
     ClickHouse (SOT_HOST, SOT_DATABASE, ...) into the download directory."""
 
-    def __init__(self, settings):
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def describe(self, snapshot):
+    def describe(self, snapshot: str) -> str:
         s = self.settings
         return f"clickhouse://{s.sot_host}:{s.sot_port}/{s.sot_database}"
 
@@ -195,7 +200,7 @@ class ClickHouseSnapshotSource(SnapshotSource):
 
 
 @contextmanager
-def reading_the_sot(settings):
+def reading_the_sot(settings: Settings) -> Iterator[None]:
     """A failure of the SOT ClickHouse as one line naming it (SourceUnavailable);
     a wrong user or password as "authentication failed", over either
     protocol. Never the password."""
@@ -205,14 +210,14 @@ def reading_the_sot(settings):
         raise SourceUnavailable(_failure(settings, exc)) from None
 
 
-def _failure(settings, exc):
+def _failure(settings: Settings, exc: BaseException) -> str:
     where = f"SOT ClickHouse {settings.sot_host}:{settings.sot_port}"
     if getattr(exc, "code", None) in AUTHENTICATION_FAILED:
         return f"{where}: authentication failed for user {settings.sot_user!r} (SOT_USER, SOT_PASSWORD)"
     return f"{where}: {one_line(exc)}"
 
 
-def sot_clickhouse_client(settings):
+def sot_clickhouse_client(settings: Settings) -> HttpClickHouse | Client:
     """The SOT ClickHouse that snapshots are exported from (SOT_URL=clickhouse://,
     publish), connected and its credentials checked: over HTTP when SOT_PORT
     is its HTTP interface (the original deployment's 8123), else over the
@@ -220,9 +225,9 @@ def sot_clickhouse_client(settings):
     s = settings
     try:
         with reading_the_sot(s):
-            if answers_http(s.sot_host, s.sot_port, s.sot_secure, s.connect_timeout):
-                return HttpClickHouse(s.sot_host, s.sot_port, (s.sot_user, s.sot_password), s.sot_secure,
-                                      s.connect_timeout).connect()
+            url = f"{'https' if s.sot_secure else 'http'}://{s.sot_host}:{s.sot_port}"
+            if answers_http(url, s.connect_timeout):
+                return HttpClickHouse(url, (s.sot_user, s.sot_password), s.connect_timeout).connect()
             return connected_client(ClickHouseServer(((s.sot_host, s.sot_port),), s.sot_user, s.sot_password,
                                                      s.sot_secure, "", True, s.connect_timeout, s.compression))
     except OSError as exc:  # the native connect's TLS and socket failures

@@ -15,7 +15,9 @@ import base64
 import http.client
 import re
 import ssl
-from urllib.parse import urlencode
+from collections.abc import Callable, Iterator
+from typing import Any, Self
+from urllib.parse import urlencode, urlsplit
 
 # clickhouse-driver's readers, of the pinned version (setup.cfg): tests/test_conformance.py
 # reads both server generations' Native output through them
@@ -42,11 +44,11 @@ class HttpServerError(ServerException):
     """An error the server answered over HTTP, with its code, as the native protocol gives one."""
 
 
-def answers_http(host, port, secure, timeout):
-    """Whether host:port is ClickHouse's HTTP interface: its /ping says "Ok.".
+def answers_http(url: str, timeout: float) -> bool:
+    """Whether `url` (http(s)://host:port) is ClickHouse's HTTP interface: its /ping says "Ok.".
     A native port answers an HTTP request too, with a 400 ("Port 9000 is for
     clickhouse-client program"), so only the status tells them apart."""
-    connection = _connection(host, port, secure, timeout)
+    connection = _connection(url, timeout)
     try:
         connection.request("GET", "/ping")
         response = connection.getresponse()
@@ -57,24 +59,26 @@ def answers_http(host, port, secure, timeout):
         connection.close()
 
 
-def _connection(host, port, secure, timeout):
-    if secure:  # the system's CAs, as the native client's SOT connection
-        return http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
-    return http.client.HTTPConnection(host, port, timeout=timeout)
+def _connection(url: str, timeout: float) -> http.client.HTTPConnection:
+    parsed = urlsplit(url)
+    if parsed.scheme == "https":  # the system's CAs, as the native client's SOT connection
+        return http.client.HTTPSConnection(parsed.hostname or "", parsed.port, timeout=timeout,
+                                           context=ssl.create_default_context())
+    return http.client.HTTPConnection(parsed.hostname or "", parsed.port, timeout=timeout)
 
 
 class HttpClickHouse:
     """A ClickHouse server over HTTP, read as clickhouse-driver reads one.
-    `credentials` is (user, password), sent as HTTP basic authentication,
-    never in the URL."""
+    `url` is http(s)://host:port; `credentials` is (user, password), sent as
+    HTTP basic authentication, never in the URL."""
 
-    def __init__(self, host, port, credentials, secure, timeout):
-        self.host, self.port, self.secure, self.timeout = host, port, secure, timeout
+    def __init__(self, url: str, credentials: tuple[str, str], timeout: float) -> None:
+        self.url, self.timeout = url, timeout
         token = base64.b64encode(":".join(credentials).encode()).decode()
         self.headers = {"Authorization": f"Basic {token}", "Content-Type": "text/plain; charset=utf-8"}
         self.context = native_context("UTC")
 
-    def connect(self):
+    def connect(self) -> Self:
         """Proves that the server answers and takes the credentials, and
         learns its time zone, which DateTime values are read in (as the
         native protocol's handshake tells the driver)."""
@@ -82,15 +86,17 @@ class HttpClickHouse:
         self.context.server_info.timezone = timezone
         return self
 
-    def execute(self, query, params=None, settings=None):
+    def execute(self, query: str, params: dict[str, Any] | None = None,
+                settings: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return list(self.execute_iter(query, params, settings))
 
-    def execute_iter(self, query, params=None, settings=None):
+    def execute_iter(self, query: str, params: dict[str, Any] | None = None,
+                     settings: dict[str, Any] | None = None) -> Iterator[tuple[Any, ...]]:
         """The rows of `query` (params substituted as clickhouse-driver does),
         block by block; `settings` go along as the query's settings."""
         if params:
             query = query % escape_params(params, self.context)
-        connection = _connection(self.host, self.port, self.secure, self.timeout)
+        connection = _connection(self.url, self.timeout)
         try:
             connection.connect()
             connection.sock.settimeout(LOAD_TIMEOUT_SECONDS)  # a large export's first block may take long
@@ -106,7 +112,7 @@ class HttpClickHouse:
             connection.close()
 
 
-def native_context(timezone):
+def native_context(timezone: str) -> Context:
     """What clickhouse-driver's readers need to know: its own client settings,
     and a server of protocol revision 0, which is what FORMAT Native over HTTP
     is written for (no block info, no serialization flags)."""
@@ -117,7 +123,7 @@ def native_context(timezone):
     return context
 
 
-def native_rows(read, context):
+def native_rows(read: Callable[[int], bytes], context: Context) -> Iterator[tuple[Any, ...]]:
     """The rows of a FORMAT Native body, block by block; `read(n)` gives its
     next bytes, b"" at its end."""
     body = _Body(read)
@@ -136,19 +142,19 @@ class _Body:
     """A response body in chunks, read one ahead, so that its end is known at
     a block boundary; its last bytes kept for the error they may hold."""
 
-    def __init__(self, read):
+    def __init__(self, read: Callable[[int], bytes]) -> None:
         self.read, self.tail = read, b""
         self.ahead = read(CHUNK_BYTES)
 
-    def chunk(self):
+    def chunk(self) -> bytes:
         chunk, self.ahead = self.ahead, self.read(CHUNK_BYTES) if self.ahead else b""
         self.tail = (self.tail + chunk)[-ERROR_TAIL_BYTES:]
         return chunk
 
-    def ended(self, reader):
+    def ended(self, reader: CompressedBufferedReader) -> bool:
         return not self.ahead and reader.position >= reader.current_buffer_size
 
-    def failure(self, exc):
+    def failure(self, exc: Exception) -> Exception:
         """The error the server appended, or what the parser said."""
         rest = self.ahead + self.read(ERROR_BODY_MAX_BYTES)
         tail = (self.tail + rest)[-ERROR_TAIL_BYTES:]
@@ -157,7 +163,7 @@ class _Body:
         return NetworkError(f"not a Native block stream ({type(exc).__name__}: {exc})")
 
 
-def answered_error(body, status):
+def answered_error(body: bytes, status: int) -> HttpServerError:
     """An HTTP error body as the native protocol's exception: 18.16 writes
     "Code: 193, e.displayText() = DB::Exception: Wrong password ..., e.what()
     = DB::Exception", current servers "Code: 516. DB::Exception: ... (AUTHENTICATION_FAILED)"."""
