@@ -20,6 +20,7 @@ from redis import Redis
 
 from devkit.local_servers import LocalServers
 from devkit.sample import make_snapshot, write_snapshot
+from workflows import scheduler
 from workflows.schema import TABLES
 from workflows.state import loaded_days
 
@@ -65,6 +66,12 @@ def main():
                 process.wait()
                 print(f"  run {run:2}: SIGKILLed after {after:.1f} s")
         time.sleep(10)  # luigid takes the last killed worker for gone (worker_disconnect_delay, 5 s here)
+        # each killed worker's running task counts as a failed attempt once luigid notices it is gone: a
+        # task killed in three runs in a row is disabled, as an operator would find it. Re-enable (the
+        # markers and the half-done state stay), as `reset` does first
+        for task_id in scheduler.call("task_list", servers.scheduler_url, status="DISABLED"):
+            scheduler.call("re_enable_task", servers.scheduler_url, task_id=task_id)
+            print(f"  re-enabled in luigid: {task_id}")
         clean = subprocess.run(luigi_command(DATE), cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
         faults = verdict(servers, published, clean)
     finally:

@@ -165,5 +165,5 @@ def test_a_backfill_over_disabled_days_says_so_in_one_line(pipeline, luigid):
 
     explained = [line for line in again.stderr.splitlines() if "disabled in luigid" in line]
     assert len(explained) == 1, again.stderr
-    assert explained[0].startswith("2 tasks of 2 days are disabled in luigid"), explained
+    assert explained[0].startswith("2 tasks of 2 network-days are disabled in luigid"), explained
     assert "UserWarning" not in again.stderr

@@ -131,6 +131,7 @@ def test_the_server_killed_in_a_large_download_and_restarted_the_download_resume
     store.server.start()
     try:
         pipeline.env["SOT_S3_ENDPOINT"] = store.endpoint
+        pipeline.env["SOT_RETRY_DELAY"] = "0.25"  # retries every 0.25, 0.5, 1, ... s, not the default 1, 2, 4, ...
         store.reset()
         big = os.urandom(200 << 20)
         folder = pipeline.snapshot_dir()
@@ -169,7 +170,7 @@ def test_the_server_killed_in_a_large_download_and_restarted_the_download_resume
     assert run.returncode == 0, output[-3000:]
     assert any(re.fullmatch(r"raw_features\.parquet: \d+ / 210 MB", message or "") for message in shown), shown
     retries = [line for line in output.splitlines() if "raw_features.parquet at" in line and "; retry " in line]
-    assert retries and "; retry 1 of 6 in 1 s" in retries[0], output[-3000:]
+    assert retries and "; retry 1 of 6 in 0.25 s" in retries[0], output[-3000:]
     downloaded = os.path.join(pipeline.download_dir(), "raw_features.parquet")
     assert sha256(downloaded) == hashlib.sha256(big).hexdigest()
     arrived = json.load(open(os.path.join(pipeline.download_dir(), ".arrived.json")))

@@ -31,6 +31,7 @@ DEFAULTS = {
     "SOT_S3_ENDPOINT": "",  # AWS
     "SOT_S3_REGION": "us-east-1",
     "SOT_S3_ANONYMOUS": "0",
+    "SOT_RETRY_DELAY": "1",  # seconds before the first retry of a failed read from the store, doubled each time
     "SOT_HOST": "localhost",
     "SOT_PORT": "",  # 9000, or 9440 with SOT_SECURE=1
     "SOT_DATABASE": "sot_{network}",
@@ -94,6 +95,7 @@ class Settings:
     sot_s3_endpoint: str
     sot_s3_region: str
     sot_s3_anonymous: bool
+    sot_retry_delay: float
     sot_host: str
     sot_port: int
     sot_database: str
@@ -160,6 +162,7 @@ class Settings:
             sot_s3_endpoint=_http_url(env, "SOT_S3_ENDPOINT"),
             sot_s3_region=env["SOT_S3_REGION"],
             sot_s3_anonymous=_flag(env, "SOT_S3_ANONYMOUS"),
+            sot_retry_delay=_seconds(env, "SOT_RETRY_DELAY", 0.01, 600),
             sot_host=env["SOT_HOST"],
             sot_port=_integer(env, "SOT_PORT", 1, 65535) if env["SOT_PORT"] else (9440 if sot_secure else 9000),
             sot_database=_database_template(env, "SOT_DATABASE"),
@@ -214,6 +217,17 @@ def _integer(env: dict[str, str], name: str, low: int, high: int) -> int:
         raise ConfigError(f"{name}: {text!r} is not a whole number") from None
     if not low <= value <= high:
         raise ConfigError(f"{name}: {value} is outside {low}..{high}")
+    return value
+
+
+def _seconds(env: dict[str, str], name: str, low: float, high: float) -> float:
+    text = env[name]
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a number of seconds") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {value:g} is outside {low:g}..{high:g}")
     return value
 
 

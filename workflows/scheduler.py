@@ -107,7 +107,7 @@ def explain_disabled(tasks: Sequence[luigi.Task]) -> None:
                      reset_command(task.param_kwargs["network"], task.param_kwargs["date"]))
     elif held:  # a backfill over disabled days: one line, not one per task
         days = sorted({(task.param_kwargs["network"], task.param_kwargs["date"]) for task in held})
-        logger.error("%d tasks of %d days are disabled in luigid: their retries were used up (first %s %s). They"
-                     " run again after [scheduler] disable_persist (%d s), or at once after `%s` for each day"
+        logger.error("%d tasks of %d network-days are disabled in luigid: their retries were used up (first %s"
+                     " %s). They run again after [scheduler] disable_persist (%d s), or at once after `%s` for each day"
                      " (python -m workflows status shows them)", len(held), len(days), *days[0], persist,
                      reset_command("N", "D"))

@@ -31,6 +31,7 @@ def open_source(settings: Settings) -> SnapshotSource:
     source = _file_store(settings.sot_url, settings)
     source.room = settings.download_dir
     source.labels = _file_store(settings.sot_labels_url or beside(settings.sot_url, LABELS_FOLDER), settings)
+    source.retry_delay = source.labels.retry_delay = settings.sot_retry_delay
     return source
 
 

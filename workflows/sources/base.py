@@ -23,7 +23,7 @@ logger = logging.getLogger("workflows.sources")
 FILE_MODE = 0o600  # downloads are readable by the pipeline's user only
 DIRECTORY_MODE = 0o700
 CHUNK_BYTES = 8 << 20  # what one read asks for: memory stays flat whatever the file's size
-RETRY_DELAYS = (1, 2, 4, 8, 16, 32)  # seconds before each retry of a transient error, with no byte between
+RETRIES = 6  # of a transient error with no byte between, after 1, 2, 4, ... times SOT_RETRY_DELAY
 
 
 class NotPublished(Exception):
@@ -76,6 +76,7 @@ class FileSnapshotSource(SnapshotSource):
 
     labels: "FileSnapshotSource | None" = None  # the store of the producer's per-network labels files
     room: str | None = None  # the download folder, whose downloads under way reserve their room (workflows.disk)
+    retry_delay: float = 1.0  # seconds before the first retry (SOT_RETRY_DELAY), doubled for each next
 
     def fetch(self, day: Slice, destination: str, progress: Progress | None = None) -> dict[str, str]:
         """Copies META.json, then the files it lists, into the existing
@@ -168,12 +169,11 @@ class FileSnapshotSource(SnapshotSource):
                 failures += 1
                 self.pause(what, exc, failures)
 
-    @staticmethod
-    def pause(what: str, exc: Exception, failures: int) -> None:
-        if failures > len(RETRY_DELAYS):
-            raise SourceUnavailable(f"{what}: {exc} ({len(RETRY_DELAYS)} retries used up)") from None
-        delay = RETRY_DELAYS[failures - 1]
-        logger.warning("%s: %s; retry %d of %d in %d s", what, exc, failures, len(RETRY_DELAYS), delay)
+    def pause(self, what: str, exc: Exception, failures: int) -> None:
+        if failures > RETRIES:
+            raise SourceUnavailable(f"{what}: {exc} ({RETRIES} retries used up)") from None
+        delay = self.retry_delay * 2 ** (failures - 1)
+        logger.warning("%s: %s; retry %d of %d in %g s", what, exc, failures, RETRIES, delay)
         time.sleep(delay)
 
     @abstractmethod
