@@ -3,7 +3,7 @@ environment and a `.env` file, validated before any I/O."""
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -210,22 +210,22 @@ def check_network(name: str, variable: str = "network") -> str:
 
 
 def _integer(env: dict[str, str], name: str, low: int, high: int) -> int:
-    text = env[name]
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(f"{name}: {text!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}: {value} is outside {low}..{high}")
-    return value
+    return int(_number(env, name, int, (low, high), "a whole number"))
 
 
 def _seconds(env: dict[str, str], name: str, low: float, high: float) -> float:
+    return _number(env, name, float, (low, high), "a number of seconds")
+
+
+def _number(env: dict[str, str], name: str, parse: Callable[[str], float], bounds: tuple[float, float],
+            kind: str) -> float:
+    """`parse` of the variable's text, within `bounds`, or one line naming it."""
     text = env[name]
     try:
-        value = float(text)
+        value = parse(text)
     except ValueError:
-        raise ConfigError(f"{name}: {text!r} is not a number of seconds") from None
+        raise ConfigError(f"{name}: {text!r} is not {kind}") from None
+    low, high = bounds
     if not low <= value <= high:
         raise ConfigError(f"{name}: {value:g} is outside {low:g}..{high:g}")
     return value
