@@ -4,7 +4,7 @@ Against Redis, ClickHouse and luigid that it starts itself in a temporary
 directory, it measures on one generated snapshot (BENCH_ROWS feature rows,
 default 1,000,000):
 
-  (a) the project's load (workflows.loader.load_parquet) of each table, in a
+  (a) the project's load (workflows.loader.DayLoad.load) of each table, in a
       child process of its own;
   (b) the reference: clickhouse-client inserting the same rows in Native
       format into the same server, in the file's order (and, for comparison,
@@ -270,7 +270,7 @@ def measure_load(ch, port, paths):
     for table in TABLES:
         loaded = day_rows(ch, DATABASE, table, DATE)
         if loaded != result["tables"][table]["rows"]:
-            raise RuntimeError(f"{table}: load_parquet returned {result['tables'][table]['rows']} rows,"
+            raise RuntimeError(f"{table}: DayLoad.load returned {result['tables'][table]['rows']} rows,"
                                f" table has {loaded}")
     return result
 
@@ -667,7 +667,7 @@ def report(results):
     """The printed table; returns it as text."""
     lines = report_header(results)
     p = lines.append
-    p("(a) project load (load_parquet, own process) vs (b) clickhouse-client INSERT ... FORMAT Native")
+    p("(a) project load (DayLoad.load, own process) vs (b) clickhouse-client INSERT ... FORMAT Native")
     header = (f"{'table':<20} {'rows':>10} {'parquet MB':>10} {'native MB':>10} {'load s':>8} {'rows/s':>10} "
               f"{'MB/s':>7} {'native MB/s':>11} {'ch-client s':>11} {'ratio':>6} {'key-sorted s':>12}")
     p(header)
@@ -800,7 +800,7 @@ def main():
             print(f"\nFigures: {os.path.relpath(write_results(results, only), REPO)}")
             return
 
-        log("(a) loading the four tables with load_parquet in a child process")
+        log("(a) loading the four tables with DayLoad.load in a child process")
         results["load"] = measure_load(ch, port, paths)
         results["rss"] = {k: results["load"][k] for k in ("peak_rss_mb", "baseline_rss_mb", "ru_maxrss_mb")}
 
