@@ -47,7 +47,9 @@ _lines = logging.StreamHandler()  # the pipeline's own lines go where luigi's do
 _lines.addFilter(AtLuigisLevel())
 logger.addHandler(_lines)
 logger.setLevel(logging.INFO)
-STATUS_MESSAGE_CHARS = 120  # a failed step's status in the visualiser: its reason, cut (the popup has it all)
+# a failed step's status in the visualiser: its reason without the day (the task's parameters say it), cut
+# to what the status box shows without scrolling; the error popup has it all
+STATUS_MESSAGE_CHARS = 64
 
 MAX_REFETCHES = 3  # downloads removed under a waiting step before it gives up
 # luigid runs at most [resources] clickhouse_loads (luigi.cfg) of the steps
@@ -259,8 +261,14 @@ class IngestionTask(luigi.Task):
             # the visualiser's status shows the reason, not the last progress,
             # and its bar no longer claims the work done; luigi detaches the
             # status callbacks before on_failure runs
-            self.report(shortened(failure_reason(exc), STATUS_MESSAGE_CHARS), 0)
+            self.report(self.short_reason(exc), 0)
             raise
+
+    def short_reason(self, exc: BaseException) -> str:
+        reason = failure_reason(exc)
+        for day in (f"{self.day}: ", f"{self.day} "):
+            reason = reason.removeprefix(day)
+        return shortened(reason, STATUS_MESSAGE_CHARS)
 
     def record_seconds(self, seconds: float) -> None:
         """How long the step's work took, done or failed, for the day's metrics."""
