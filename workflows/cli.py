@@ -38,16 +38,20 @@ def day_range(first: dt.date, last: dt.date) -> list[dt.date]:
     return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def reset(day: Slice, step: str, table: str | None = None) -> list[IngestionTask]:
+def reset(settings: Settings, day: Slice, step: str, table: str | None = None) -> list[IngestionTask]:
     """Removes the targets of `step` and of every step after it (for `load`
     with a table: that table's marker and the cleanup marker). Returns the
     tasks whose target was there; creates nothing."""
+    steps = STEPS[STEPS.index(step):]
+    # nothing was ever loaded where the database is not there, and a typo must not create one
+    loads_to_reset = "load" in steps and clickhouse.database_exists(clickhouse_client(settings),
+                                                                    settings.database_for(day.network))
     removed = []
-    for later in STEPS[STEPS.index(step):]:
+    for later in steps:
         for task in step_tasks(later, day, table if later == "load" else None):
             failures.attempts(task).clear()  # the next failure is attempt 1 again
-            if later == "load" and not clickhouse.database_exists(clickhouse_client(task.settings), task.database):
-                continue  # nothing was ever loaded, and a typo must not create a database
+            if later == "load" and not loads_to_reset:
+                continue
             if task.remove_output():
                 removed.append(task)
     if removed:  # the day's last failure is of the attempts before; status shows the new ones
@@ -216,7 +220,7 @@ def reset_command(args: argparse.Namespace, settings: Settings, parser: argparse
     day = Slice(network_of_command(args.network, settings, args), args.date,
                 args.window_days or settings.window_days)
     step = args.step or ("load" if args.table else "download")
-    removed = reset(day, step, args.table)
+    removed = reset(settings, day, step, args.table)
     for task in removed:
         print(f"removed {task.output()}")
     if not removed:

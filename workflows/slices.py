@@ -15,6 +15,12 @@ class Slice:
     def __str__(self) -> str:
         return f"{self.network} {self.date}"
 
+    def unprefixed(self, text: str) -> str:
+        """`text` without the "{network} {date}" it starts with, where the day is said already."""
+        for prefix in (f"{self}: ", f"{self} "):
+            text = text.removeprefix(prefix)
+        return text
+
     @property
     def path(self) -> str:
         """{network}/{date}/{window_days}: where the store and the download folder keep it."""

@@ -70,10 +70,15 @@ def republished_labels_key(day: Slice) -> str:
     return step_key(day, "labels_republished")
 
 
+def gave_up(failure: dict[str, Any]) -> bool:
+    """Whether the day's last failure (pipeline.failures.record_failure) was its step's last attempt."""
+    return failure["attempts"] >= failure["of"]
+
+
 def describe_failure(failure: dict[str, Any]) -> str:
     """A day's last failure (pipeline.failures.record_failure) as one line."""
     step = failure["task"] + (f" {failure['table']}" if failure.get("table") else "")
-    given_up = ", gave up" if failure["attempts"] >= failure["of"] else ""
+    given_up = ", gave up" if gave_up(failure) else ""
     return f"failed: {step}, attempt {failure['attempts']} of {failure['of']}{given_up}: {failure['reason']}"
 
 
@@ -95,15 +100,29 @@ def loaded_days(client: Any, database: str, network: str, dates: list[dt.date], 
     return days
 
 
-def finished_dates(client: redis.Redis, ch: Any, database: str, days: list[Slice]) -> set[dt.date]:
-    """The dates of these days (of one network and window) whose four tables
-    are loaded and that were cleaned up, in two queries and one Redis round
-    trip. A reset table marker makes a day unfinished again."""
+def finished(loaded: dict[str, int], cleaned: bool) -> bool:
+    """A day is done when its four tables are loaded and it was cleaned up; a
+    reset table marker makes it unfinished again."""
+    return cleaned and set(TABLES) <= set(loaded)
+
+
+def loaded_and_cleaned(client: redis.Redis, ch: Any | None, database: str, days: list[Slice]
+                       ) -> list[tuple[dict[str, int], bool]]:
+    """([table: rows loaded], cleanup marker set) of each of these days (of
+    one network and window), in two queries and one Redis round trip; `ch`
+    None when the network's database is not there (nothing loaded)."""
     if not days:
-        return set()
+        return []
     cleaned = RedisMarkerTarget.exist_all([cleanup_marker(client, day) for day in days])
-    loaded = loaded_days(ch, database, days[0].network, [day.date for day in days], days[0].window_days)
-    return {day.date for day, done in zip(days, cleaned) if done and set(TABLES) <= set(loaded.get(day.date, {}))}
+    loaded = loaded_days(ch, database, days[0].network, [day.date for day in days], days[0].window_days) \
+        if ch is not None else {}
+    return [(loaded.get(day.date, {}), done) for day, done in zip(days, cleaned)]
+
+
+def finished_dates(client: redis.Redis, ch: Any, database: str, days: list[Slice]) -> set[dt.date]:
+    """The dates of these days (of one network and window) that are done."""
+    return {day.date for day, day_state in zip(days, loaded_and_cleaned(client, ch, database, days))
+            if finished(*day_state)}
 
 
 @dataclass(frozen=True)
@@ -120,7 +139,7 @@ class DayState:
 
     @property
     def finished(self) -> bool:
-        return self.cleaned and set(TABLES) <= set(self.loaded)
+        return finished(self.loaded, self.cleaned)
 
     @property
     def started(self) -> bool:
@@ -132,15 +151,11 @@ def day_states(settings: Settings, client: redis.Redis, ch: Any | None, days: li
     `ch` None when the network's database is not there (nothing loaded)."""
     if not days:
         return []
-    first = days[0]
-    loaded = loaded_days(ch, settings.database_for(first.network), first.network, [d.date for d in days],
-                         first.window_days) if ch is not None else {}
+    tables = loaded_and_cleaned(client, ch, settings.database_for(days[0].network), days)
     validated, checked = (RedisMarkerTarget.exist_all([download_marker(client, settings, day, step) for day in days])
                           for step in ("validate", "checksums"))
-    cleaned = RedisMarkerTarget.exist_all([cleanup_marker(client, day) for day in days])
     failures = client.mget([last_failure_key(day) for day in days])
     republished = client.mget([republished_labels_key(day) for day in days])
-    return [DayState(downloaded=download_id(settings, day) is not None, validated=v, checked=c,
-                     loaded=loaded.get(day.date, {}), cleaned=done, failure=json.loads(f) if f else None,
-                     labels_republished=bool(r))
-            for day, v, c, done, f, r in zip(days, validated, checked, cleaned, failures, republished)]
+    return [DayState(downloaded=download_id(settings, day) is not None, validated=v, checked=c, loaded=loaded,
+                     cleaned=done, failure=json.loads(f) if f else None, labels_republished=bool(r))
+            for day, v, c, (loaded, done), f, r in zip(days, validated, checked, tables, failures, republished)]

@@ -34,13 +34,11 @@ def by_network(days: list[Slice]) -> dict[str, list[Slice]]:
 
 def read_states(settings: Settings, days: list[Slice]) -> dict[Slice, state.DayState]:
     """The state of each day; a network whose database is not there has loaded nothing."""
-    client = redis_client(settings)
+    client, ch = redis_client(settings), clickhouse_client(settings)
     states: dict[Slice, state.DayState] = {}
     for network, same_network in by_network(days).items():
-        ch = clickhouse_client(settings)
-        if not clickhouse.database_exists(ch, settings.database_for(network)):
-            ch = None
-        states.update(zip(same_network, state.day_states(settings, client, ch, same_network)))
+        there = clickhouse.database_exists(ch, settings.database_for(network))
+        states.update(zip(same_network, state.day_states(settings, client, ch if there else None, same_network)))
     return states
 
 
@@ -129,7 +127,7 @@ def grid_cell(day: Slice, day_state: state.DayState, held_disabled: set[Slice]) 
         shown = grid.DONE
     elif failure and failure.get("kind") == state.NOT_PUBLISHED:
         shown = grid.UNPUBLISHED
-    elif day in held_disabled or (failure and failure["attempts"] >= failure["of"]):
+    elif day in held_disabled or (failure and state.gave_up(failure)):
         shown = grid.GAVE_UP
     elif failure:
         shown = grid.FAILED
@@ -139,7 +137,8 @@ def grid_cell(day: Slice, day_state: state.DayState, held_disabled: set[Slice]) 
         shown = grid.NOTHING
     described = None
     if failure and not day_state.finished:  # the reason without the day, which the grid says
-        described = state.describe_failure(failure).removeprefix("failed: ").replace(f"{day} ", "", 1)
+        described = state.describe_failure({**failure, "reason": day.unprefixed(failure["reason"])}
+                                           ).removeprefix("failed: ")
     return grid.Cell(shown, dict(day_state.loaded), described)
 
 

@@ -265,18 +265,17 @@ class IngestionTask(luigi.Task):
             raise
 
     def short_reason(self, exc: BaseException) -> str:
-        reason = failure_reason(exc)
-        for day in (f"{self.day}: ", f"{self.day} "):
-            reason = reason.removeprefix(day)
-        return shortened(reason, STATUS_MESSAGE_CHARS)
+        return shortened(self.day.unprefixed(failure_reason(exc)), STATUS_MESSAGE_CHARS)
 
     def record_seconds(self, seconds: float) -> None:
         """How long the step's work took, done or failed, for the day's metrics."""
         table = self.step[1]
         key = state.step_seconds_key(self.day)
         try:
-            self.redis.hset(key, self.step_name + (f":{table}" if table else ""), round(seconds, 3))
-            self.redis.expire(key, state.KEPT_SECONDS)
+            with self.redis.pipeline() as batch:  # one round trip
+                batch.hset(key, self.step_name + (f":{table}" if table else ""), round(seconds, 3))
+                batch.expire(key, state.KEPT_SECONDS)
+                batch.execute()
         except redis.RedisError:
             pass  # a step that failed on Redis says so itself
 
