@@ -3,6 +3,7 @@ import argparse
 import datetime as dt
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -293,3 +294,19 @@ def test_read_only_and_reset_commands_say_in_one_line_which_server_or_table_fail
             "clickhouse down": f"ClickHouse 127.0.0.1:{env.get('CLICKHOUSE_PORT')}: ",
             "table dropped by hand": "raw_clusters"}[fault] in line, line
     assert "Traceback" not in result.stderr
+
+
+def test_status_into_a_pipe_whose_reader_has_gone_ends_quietly(pipeline):
+    """`status --grid | head -1`: head leaves before the grid is written; that is no server's failure."""
+    pipeline.publish()
+    assert pipeline.run()
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader has gone before the first line
+    try:
+        result = subprocess.run([sys.executable, "-m", "workflows", "status", "--grid", "--to", DATE.isoformat()],
+                                cwd=REPO, env={**os.environ, **pipeline.env}, stdout=writer, stderr=subprocess.PIPE,
+                                text=True, timeout=120)
+    finally:
+        os.close(writer)
+    assert result.returncode == 128 + signal.SIGPIPE, result.stderr
+    assert result.stderr == ""

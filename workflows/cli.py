@@ -6,6 +6,8 @@ import argparse
 import datetime as dt
 import logging
 import os
+import select
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -167,13 +169,26 @@ def main(argv: list[str] | None = None) -> int:
     settings = None
     try:
         settings = Settings.from_env()
-        return COMMANDS[args.command](args, settings, parser)
+        code = COMMANDS[args.command](args, settings, parser)
+        sys.stdout.flush()  # a reader that has gone shows here, not in a complaint at exit
+        return code
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     except (redis.RedisError, ClickHouseError, OSError) as exc:  # a server down, a table dropped by hand, ...
+        if isinstance(exc, BrokenPipeError) and reader_gone(sys.stdout):
+            # `status --grid | head`: the reader has what it wanted; quiet, as a tool that SIGPIPE ended
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor a complaint at exit's flush
+            return 128 + signal.SIGPIPE
         print(f"{args.command}: {failed_server(settings, exc) if settings else one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def reader_gone(stream: Any) -> bool:
+    """The stream is a pipe whose reading end is closed (POLLERR)."""
+    poller = select.poll()
+    poller.register(stream.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 def status_command(args: argparse.Namespace, settings: Settings, parser: argparse.ArgumentParser) -> int:

@@ -31,6 +31,11 @@ from .failures import record_metrics
 logger = logging.getLogger("workflows")
 
 
+def counted(number: int, noun: str) -> str:
+    """'1 file', '4 files': for a step's one line."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 class SnapshotNotPublished(OneLineFailure):
     """No META.json at the source yet: not bad input; the retry looks again."""
 
@@ -71,7 +76,7 @@ class DownloadSOT(IngestionTask):
             shutil.rmtree(self.download_dir, ignore_errors=True)
             os.rename(partial, self.download_dir)
             size = sum(entry.stat().st_size for entry in os.scandir(self.download_dir) if entry.is_file())
-            self.outcome = f"{len(arrived)} files, {size / 1e6:,.1f} MB"
+            self.outcome = f"{counted(len(arrived), 'file')}, {size / 1e6:,.1f} MB"
         except NotPublished as exc:
             raise SnapshotNotPublished(f"{self.day}: {exc}") from None
         except UnsafeFile as exc:
@@ -116,7 +121,8 @@ class ValidateMeta(IngestionTask):
         return self.download_marker("validate")
 
     def execute(self) -> None:
-        self.outcome = f"META.json lists {sum(1 for entry in self.meta().values() if entry.filename)} files"
+        listed = sum(1 for entry in self.meta().values() if entry.filename)
+        self.outcome = f"META.json lists {counted(listed, 'file')}"
         self.output().touch()
 
 
@@ -166,7 +172,7 @@ class VerifyChecksums(IngestionTask):
                 raise RuntimeError(f"{self.day}: the download went while it was verified")
             for table, name in staged.items():
                 clickhouse.keep_staged(self.destination(table), name, self.day, download)
-        self.outcome = f"{len(files)} files verified, {len(staged)} tables staged"
+        self.outcome = f"{counted(len(files), 'file')} verified, {counted(len(staged), 'table')} staged"
         self.output().touch()
 
     def verify_checksums(self, entries: list[FileEntry], paths: dict[str, str]) -> list[FileEntry]:
@@ -270,14 +276,13 @@ class LoadTable(IngestionTask):
                 rows = load.load(path, self.report_rows)
         except loader.FileMismatch as exc:
             raise self.bad_input(entry.filename or f"{self.table} (no file)", exc) from None
-        ignored, defaulted = accounting
-        if ignored or defaulted:
-            logger.info("%s %s %s: file columns ignored: %s; table columns that took their DEFAULT: %s",
-                        self.network, self.date, self.table, ", ".join(ignored) or "none",
-                        ", ".join(defaulted) or "none")
         self.output().touch(rows, accounting)
         self.report(f"{self.table}: {rows:,} rows loaded", 100)
-        self.outcome = f"{rows:,} rows"
+        ignored, defaulted = accounting
+        # on the step's own line: the producer's files always leave created_at to its DEFAULT
+        self.outcome = f"{rows:,} rows" + (f"; file columns ignored: {', '.join(ignored) or 'none'}; table columns"
+                                           f" that took their DEFAULT: {', '.join(defaulted) or 'none'}"
+                                           if ignored or defaulted else "")
 
     def verify_again(self, entry: FileEntry, path: str) -> None:
         """The file on disk is still the one VerifyChecksums proved: hashed
