@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 
 from workflows import scheduler
+from workflows.alerts import Attempts
 from workflows.pipeline.daily import day_tasks
 from workflows.schema import TABLES
 from workflows.slices import Slice
@@ -172,6 +173,44 @@ def test_a_reset_starts_the_attempts_again_at_1(pipeline, luigid):
     assert "failed: VerifyChecksums, attempt 2 of 2, gave up: " in status_of_the_day(pipeline)  # the second round's
     scheduler.re_enable(day_tasks(Slice("ethereum", DATE, WINDOW)), luigid)  # as luigid does after disable_persist
     assert "disabled in luigid" not in status_of_the_day(pipeline)
+
+
+def test_a_reset_between_two_attempts_starts_the_next_at_1(pipeline):
+    """A round cut short after its first attempt (the run killed while it
+    waits for the retry) goes on in the next run, unless a reset comes
+    between them: then the next failure is attempt 1 again."""
+    pipeline.publish()
+    pipeline.tamper("raw_alerts.parquet")
+
+    def first_attempt_then_killed():
+        run = pipeline.start_cli(*RUN_DAILY_LOCAL, INGESTION_RETRY_ATTEMPTS="3", INGESTION_RETRY_DELAY="600")
+        for line in run.stdout:
+            if " VerifyChecksums: attempt " in line:
+                run.kill()
+                run.wait(timeout=30)
+                return attempts_said(line)
+        raise AssertionError(f"the run ended with {run.wait()} before its first attempt failed")
+
+    said = first_attempt_then_killed() + first_attempt_then_killed()
+    reset = subprocess.run([sys.executable, "-m", "workflows", "reset", "--date", DATE.isoformat(), "--network",
+                            "ethereum"], cwd=REPO, env={**os.environ, **pipeline.env}, capture_output=True, text=True)
+    assert reset.returncode == 0, reset.stderr
+    said += first_attempt_then_killed()
+    assert said == ["1 of 3", "2 of 3", "1 of 3"]
+
+
+def test_a_reset_on_one_host_starts_the_round_again_on_every_host(pipeline, tmp_path):
+    """Each host keeps its own count beside Redis's (for when Redis is
+    emptied); the round id in Redis keeps the other host's file from
+    counting the failures of the round before the reset."""
+    key = "ingestion:test:failures:VerifyChecksums_x"
+    host_a = Attempts(pipeline.redis, key, str(tmp_path / "a" / "VerifyChecksums_x"))
+    host_b = Attempts(pipeline.redis, key, str(tmp_path / "b" / "VerifyChecksums_x"))
+    assert [host_b.add(), host_b.add()] == [1, 2]
+    host_a.clear()  # `reset` on host A
+    assert [host_b.add(), host_a.add(), host_b.add()] == [1, 2, 3]
+    pipeline.redis.flushdb()  # emptied: this host's file still knows the round's failures
+    assert host_b.add() == 3  # b's own two of this round, and this one
 
 
 def status_of_the_day(pipeline):

@@ -163,8 +163,9 @@ def test_each_load_logs_and_marks_the_columns_it_ignored_and_those_that_took_the
                                     ["pattern_type", "suspected_address_subtype"]), ("raw_clusters", [], []),
                                    ("raw_features", [], [])]
     [line] = [line for line in caplog.messages if "columns" in line]  # on the load's own line
-    assert line.startswith(f"ethereum {DATE} LoadTable raw_alerts: {alerts.num_rows} rows; file columns ignored: analyst_note;"
-                           " table columns that took their DEFAULT: pattern_type, suspected_address_subtype ("), line
+    assert line.startswith(f"ethereum {DATE} LoadTable raw_alerts: {alerts.num_rows} rows; file columns ignored:"
+                           " analyst_note; table columns that took their DEFAULT: pattern_type,"
+                           " suspected_address_subtype ("), line
     assert pipeline.rows("raw_alerts", columns=["pattern_type"])[0] == ("",)
 
 

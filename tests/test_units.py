@@ -314,6 +314,17 @@ def test_failures_counted_on_this_host_over_the_disable_window(tmp_path):
     assert here.count_here(now=200.0 + window) == 2  # 100 and 200 have left the window; 300 has not
 
 
+def test_failures_on_this_host_count_in_their_round_only(tmp_path):
+    from workflows.alerts import Attempts
+
+    here = Attempts(None, "unused", str(tmp_path / "failures" / "LoadTable_x"))
+    assert [here.count_here(now=t, round_id="a") for t in (100.0, 200.0)] == [1, 2]
+    assert here.count_here(now=300.0, round_id="b") == 1  # a reset elsewhere began round b
+    assert here.count_here(now=400.0) == 4  # Redis did not answer: every failure in the window counts
+    assert here.count_here(now=500.0, round_id="b") == 3  # b's two, and the one of no known round
+    assert here.count_here(now=600.0, round_id="c", adopt=True) == 4  # c carries on b (Redis emptied): b, b, -, c
+
+
 def test_a_clickhouse_server_error_becomes_its_code_and_first_sentence():
     from clickhouse_driver.errors import ServerException
 

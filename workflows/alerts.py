@@ -11,6 +11,7 @@ import logging
 import os
 import time
 import urllib.request
+import uuid
 from typing import Any
 
 from luigi.configuration import get_config
@@ -22,6 +23,7 @@ from .slices import Slice
 logger = logging.getLogger("workflows.alerts")
 DEFAULT_DISABLE_WINDOW = 3600
 DEFAULT_RETRY_DELAY = 900  # luigi's
+UNKNOWN_ROUND = "-"  # a failure counted while Redis did not answer: it counts in any round
 
 
 def disable_window() -> int:
@@ -40,10 +42,14 @@ class Attempts:
     succeeded, was reset, or was given up on (luigid then starts it afresh
     after disable_persist). Kept in Redis, which every host shares, and in a
     file on this host, for when Redis is down or was emptied: the larger
-    count is the true one, so the last attempt is always known as such."""
+    count is the true one, so the last attempt is always known as such.
+    Each round has an id in Redis, written beside each failure in the
+    files, so that another host's file does not count the failures of the
+    round before (ids, not times: the hosts' clocks may differ)."""
 
     def __init__(self, redis: Redis, key: str, path: str) -> None:
         self.redis, self.key, self.path = redis, key, path
+        self.round_key = key + ":round"
 
     def add(self) -> int:
         """Counts one more failure; returns the attempt it was (1, 2, ...)."""
@@ -51,23 +57,31 @@ class Attempts:
             with self.redis.pipeline() as pipe:
                 pipe.incr(self.key)
                 pipe.expire(self.key, disable_window())
-                shared, _ = pipe.execute()
+                pipe.set(self.round_key, uuid.uuid4().hex[:12], nx=True, ex=disable_window())
+                pipe.expire(self.round_key, disable_window())
+                pipe.get(self.round_key)
+                shared, _, started, _, round_id = pipe.execute()
         except RedisError as exc:
             logger.error("could not count the failure in Redis: %s", one_line(exc))
-            shared = 0
+            shared, started, round_id = 0, False, None
         try:
-            here = self.count_here()
+            # no round in Redis (the first failure, or Redis emptied): this host's failures are of the new one
+            round_id = round_id.decode() if isinstance(round_id, bytes) else round_id
+            here = self.count_here(round_id=round_id, adopt=bool(started))
         except OSError as exc:  # the download folder unusable: Redis's count alone
             logger.error("could not count the failure on this host: %s", one_line(exc))
             here = 0
         return max(shared, here)
 
     def clear(self) -> None:
-        """A new round: the next failure is attempt 1. Raises RedisError
-        when Redis does not answer (this host's count is cleared first)."""
+        """A new round: the next failure is attempt 1, on every host. Raises
+        RedisError when Redis does not answer (this host's count is cleared first)."""
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.path)
-        self.redis.delete(self.key)
+        with self.redis.pipeline() as pipe:
+            pipe.delete(self.key)
+            pipe.set(self.round_key, uuid.uuid4().hex[:12], ex=disable_window())
+            pipe.execute()
 
     def clear_if_possible(self) -> None:
         """clear(), for a step whose outcome stands whatever Redis does: its count expires by itself."""
@@ -76,19 +90,30 @@ class Attempts:
         except RedisError as exc:
             logger.warning("could not clear the failure count in Redis: %s", one_line(exc))
 
-    def count_here(self, now: float | None = None) -> int:
-        """Adds a failure to the count on this host; returns the failures in the window."""
+    def count_here(self, now: float | None = None, round_id: str | None = None, adopt: bool = False) -> int:
+        """Adds a failure of round `round_id` (None: Redis did not answer) to
+        the count on this host; returns the failures in the window of that
+        round, or of no known round. `adopt`: `round_id` has just begun in
+        Redis, and carries on the round of this host's last failure (Redis
+        was emptied, or this is the round's first failure)."""
         now = time.time() if now is None else now
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         with open(self.path, "a+") as stream:
             fcntl.flock(stream, fcntl.LOCK_EX)
             stream.seek(0)
-            recent = [line for line in stream.read().split() if float(line) > now - disable_window()]
-            recent.append(repr(now))
+            recent = []
+            for line in stream.read().splitlines():
+                at, of = (line.split() + [UNKNOWN_ROUND])[:2]
+                if float(at) > now - disable_window():
+                    recent.append((at, of))
+            if adopt and round_id and recent:
+                carried_on = recent[-1][1]
+                recent = [(at, round_id if of == carried_on else of) for at, of in recent]
+            recent.append((repr(now), round_id or UNKNOWN_ROUND))
             stream.seek(0)
             stream.truncate()
-            stream.write("\n".join(recent))
-        return len(recent)
+            stream.write("".join(f"{at} {of}\n" for at, of in recent))
+        return sum(1 for _, of in recent if round_id is None or of in (round_id, UNKNOWN_ROUND))
 
 
 def notice(day: Slice, step: tuple[str, str | None], reason: str, attempts: int,

@@ -115,7 +115,7 @@ def account_failure(task: Step, exception: BaseException) -> str:
         logger.error("bad input: %s", reason)
     # not published yet, a server down, no room, bad input: the one line says it all
     explanation = reason if isinstance(exception, OneLineFailure) else f"Runtime error:\n{traceback.format_exc()}"
-    attempt = attempts(task).add()
+    attempt = min(attempts(task).add(), task.retry_count)  # a stale count: never "attempt 4 of 3"
     if attempt >= task.retry_count:
         when = f"attempt {attempt} of {task.retry_count}; giving up"
         alerts.send(alerts.notice(task.day, task.step, reason, attempt), task.settings.alert_webhook_url)
