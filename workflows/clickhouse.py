@@ -20,8 +20,10 @@ from .slices import Slice
 
 # A staging table older than this belongs to a load that died (a load of a
 # 5M-row file takes about a minute); the next load in the database drops it.
-# One whose process is gone from this host is dropped at once.
+# One whose owner's lease has lapsed (workflows.leases) is dropped at once.
 STAGING_MAX_AGE_SECONDS = 2 * 3600
+# Scopes only the copies staged ahead of their loads (drop_staged, claim_staged):
+# ownership of a live table is its owner's lease, whatever the host name.
 HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 

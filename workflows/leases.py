@@ -18,7 +18,7 @@ import redis
 logger = logging.getLogger("workflows")
 
 LEASE_SECONDS = 60  # a dead owner's staging tables are dropped at most this long after it died
-RENEW_SECONDS = LEASE_SECONDS / 4
+RENEWALS_PER_LEASE = 4  # so that a renewal late by most of a lease (a busy host, a slow Redis) still keeps it
 KEY_PREFIX = "sot_ingestion:staging_owner:"
 
 # pid: (owner, renewing thread) of this process; a forked child holds its own
@@ -48,22 +48,28 @@ def _lease_value() -> str:
     return f"{process_space()} {os.getpid()}"
 
 
-def hold(client: redis.Redis) -> None:
-    """Takes this process's lease and keeps renewing it until the process ends."""
+def hold(client: redis.Redis, lease_seconds: int = LEASE_SECONDS) -> None:
+    """Takes this process's lease and keeps renewing it until the process
+    ends. A lease lapses `lease_seconds` after its last renewal; the first
+    call's value stays for the life of the process."""
     pid, name = os.getpid(), owner()
     if _held[pid][1] is not None:
         return
-    client.set(KEY_PREFIX + name, _lease_value(), ex=LEASE_SECONDS)
-    thread = threading.Thread(target=_renew, args=(client, name), name="staging-lease", daemon=True)
+    _set_lease(client, name, lease_seconds)
+    thread = threading.Thread(target=_renew, args=(client, name, lease_seconds), name="staging-lease", daemon=True)
     _held[pid] = (name, thread)
     thread.start()
 
 
-def _renew(client: redis.Redis, name: str) -> None:
-    while True:  # a daemon thread: it ends with its process, and so does the lease, LEASE_SECONDS later
-        time.sleep(RENEW_SECONDS)
+def _set_lease(client: redis.Redis, name: str, lease_seconds: int) -> None:
+    client.set(KEY_PREFIX + name, _lease_value(), ex=lease_seconds)
+
+
+def _renew(client: redis.Redis, name: str, lease_seconds: int) -> None:
+    while True:  # a daemon thread: it ends with its process, and so does the lease, lease_seconds later
+        time.sleep(lease_seconds / RENEWALS_PER_LEASE)
         try:
-            client.set(KEY_PREFIX + name, _lease_value(), ex=LEASE_SECONDS)
+            _set_lease(client, name, lease_seconds)
         except redis.RedisError as exc:  # the tables then stay until their lease is read again, or two hours
             logger.warning("could not renew the staging lease in Redis: %s", exc)
 
