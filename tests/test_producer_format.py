@@ -1,4 +1,4 @@
-"""The real SOT's snapshots (tests/producer.py builds them as the producer
+"""The real SOT's snapshots (devkit/producer.py builds them as the producer
 does, with pandas) from a folder and from S3: loaded exactly, each of the
 producer's quirks handled, and its faults told apart from bad input."""
 import datetime as dt
@@ -12,6 +12,8 @@ import pytest
 from devkit.producer import ProducerDay, sha256
 from workflows import cli
 from workflows.schema import TABLES
+from workflows.slices import Slice
+from workflows.state import republished_labels_key
 
 from common import DATE, RUN_DAILY_LOCAL, WINDOW
 from s3store import BUCKET
@@ -61,7 +63,9 @@ def test_a_producer_day_loads_exactly_from_a_folder_with_its_nans(pipeline, prod
     [(nans,)] = pipeline.ch.execute(f"SELECT countIf(isNaN(amount_variance))"
                                     f" FROM {pipeline.database()}.raw_features")
     assert nans == len(NAN_ROWS)
-    # money_flows is not loaded, so not downloaded; the labels came from address-labels/
+    # money_flows is not loaded, so not downloaded: three day files and the labels from address-labels/
+    [downloaded] = [line for line in result.stderr.splitlines() if " DownloadSOT: " in line]
+    assert " DownloadSOT: 4 files, " in downloaded, downloaded
     assert not os.path.exists(pipeline.download_dir())  # cleaned up after the load
 
 
@@ -122,6 +126,28 @@ def test_labels_republished_since_the_export_load_the_current_file_and_say_so(pi
     assert table_row.endswith("done; labels republished since the export")  # the run's closing table
     assert cli.main(["status", "--date", DATE.isoformat(), "--network", "ethereum"]) == 0
     assert "labels republished since the export" in capsys.readouterr().out
+
+
+    producer.write()  # exported again, with the current labels: the note no longer holds
+    assert cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum"]) == 0
+    # a note an earlier download left (reset now removes it): the download that matches its META removes it
+    pipeline.redis.set(republished_labels_key(Slice("ethereum", DATE, WINDOW)), '{"meta": "a", "file": "b"}')
+    again = pipeline.run_cli(*RUN_DAILY_LOCAL)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "the labels were republished" not in again.stderr
+    capsys.readouterr()
+    assert cli.main(["status", "--date", DATE.isoformat(), "--network", "ethereum"]) == 0
+    assert "labels republished" not in capsys.readouterr().out
+
+
+def test_a_reset_forgets_the_days_labels_note(pipeline, producer, capsys):
+    producer.write()
+    producer.republish_labels(extra=1)
+    assert pipeline.run_cli(*RUN_DAILY_LOCAL).returncode == 0
+    assert cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum"]) == 0
+    capsys.readouterr()
+    assert cli.main(["status", "--date", DATE.isoformat(), "--network", "ethereum"]) == 0
+    assert "labels republished" not in capsys.readouterr().out
 
 
 def test_meta_uploaded_before_a_file_is_not_published_yet_then_loads(pipeline, producer):

@@ -30,7 +30,7 @@ from .publish import publish
 from .schema import TABLES
 from .slices import Slice
 from .sources import NotPublished, SourceUnavailable
-from .state import last_failure_key
+from .state import last_failure_key, republished_labels_key
 from .status import STATUS_LEGEND, day_grid, last_complete_days, print_status
 
 
@@ -56,8 +56,8 @@ def reset(settings: Settings, day: Slice, step: str, table: str | None = None) -
                 continue
             if task.remove_output():
                 removed.append(task)
-    if removed:  # the day's last failure is of the attempts before; status shows the new ones
-        removed[0].redis.delete(last_failure_key(day))
+    if removed:  # the day's last failure and labels note are of the runs before; status shows the new ones
+        removed[0].redis.delete(last_failure_key(day), republished_labels_key(day))
     return removed
 
 

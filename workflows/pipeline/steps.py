@@ -190,6 +190,8 @@ class VerifyChecksums(IngestionTask):
             actual = actual.split(":", 1)[1]
             if actual == entry.digest:
                 described.append(entry)
+                if entry.shared_labels:  # a note of an earlier download no longer holds
+                    self.redis.delete(republished_labels_key(self.day))
                 continue
             if entry.shared_labels:
                 self.note_republished_labels(entry, actual)
