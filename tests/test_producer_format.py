@@ -97,6 +97,35 @@ def test_a_day_without_clusters_loads_no_clusters(pipeline, producer):
     assert {row[0] for row in pipeline.markers()} == set(TABLES)
 
 
+@pytest.mark.parametrize("empty", ["left out", "a file of no columns"])
+def test_a_producer_day_without_clusters_over_a_day_that_holds_them_is_refused_unless_allowed(pipeline, producer,
+                                                                                              empty):
+    """The zero-row guard on the producer's two ways of saying "no rows": a
+    file left out of META.json, and pandas' file of no columns."""
+    producer.write()
+    assert pipeline.run_cli(*RUN_DAILY_LOCAL).returncode == 0
+    loaded = pipeline.counts()
+    if empty == "left out":
+        producer.write(leave_out=("clusters",))
+        os.remove(os.path.join(producer.folder, "clusters.parquet"))
+    else:
+        producer.rows["raw_clusters"] = []
+        producer.write()
+    assert cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum"]) == 0
+
+    refused = pipeline.run_cli(*RUN_DAILY_LOCAL, INGESTION_RETRY_ATTEMPTS="1")
+
+    assert refused.returncode == 30, refused.stderr[-3000:]
+    file = "raw_clusters (no file)" if empty == "left out" else "clusters.parquet"
+    assert f"bad input: ethereum {DATE} {file}: has zero rows, but the day holds {loaded['raw_clusters']:,}" \
+           in refused.stderr, refused.stderr[-3000:]
+    assert pipeline.counts() == loaded
+    assert cli.main(["reset", "--date", DATE.isoformat(), "--network", "ethereum"]) == 0
+    allowed = pipeline.run_cli(*RUN_DAILY_LOCAL, INGESTION_ALLOW_EMPTY_DAY="1")
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert pipeline.counts() == dict(loaded, raw_clusters=0)
+
+
 def test_a_count_that_is_not_the_files_is_bad_input_naming_both(pipeline, producer):
     producer.write(counts={"alerts": len(producer.rows["raw_alerts"]) + 1})
 
