@@ -1,6 +1,7 @@
 """workflows.metrics: the textfile as the node exporter reads it (all networks,
 read back across processes, replaced atomically, no update lost between
 concurrent writers), a real Pushgateway, and the freshness check's lines."""
+import base64
 import datetime as dt
 import logging
 import multiprocessing
@@ -10,6 +11,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -331,6 +333,41 @@ def test_a_pushgateway_that_does_not_answer_is_one_warning(tmp_path, caplog):
     assert url in message and "\n" not in message
     assert caplog.records[0].exc_info is None
     assert read(path)["sot_ingestion_last_success_timestamp_seconds"] == one(1730340000.5, network="ethereum")
+
+
+def test_a_pushgateway_with_a_password_that_does_not_answer_is_named_without_it(caplog):
+    port = free_port()  # nothing listens there
+    with caplog.at_level(logging.WARNING, logger="workflows"):
+        record(success("ethereum"), None, f"http://pusher:gateway-pw@127.0.0.1:{port}/")
+    [message] = [r.getMessage() for r in caplog.records]
+    assert f"Pushgateway http://pusher@127.0.0.1:{port}/ did not take" in message and "gateway-pw" not in message
+
+
+def test_a_pushgateway_url_with_a_user_and_password_sends_them_as_basic_auth():
+    """As luigi does for luigid: the URL's user:password@ become the
+    Authorization header, percent-decoded, not part of the host."""
+    received = []
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_PUT(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Authorization"]))
+            self.send_response(200)
+            self.end_headers()
+
+        do_POST = do_PUT
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        record(success("ethereum"), None, f"http://pusher:p%40ss%2Fw@127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+    token = base64.b64encode(b"pusher:p@ss/w").decode()
+    assert received == [("/metrics/job/sot_ingestion/network/ethereum", f"Basic {token}")]
 
 
 # ---------------------------------------------------------------- freshness

@@ -128,6 +128,17 @@ def test_two_networks_in_one_database_are_refused_before_any_io(pipeline):
     one = pipeline.run_cli("RunDaily", "--date", DATE.isoformat(), "--local-scheduler",  # one network: its own
                            CLICKHOUSE_DATABASE="risk_assessment_shared", INGESTION_NETWORKS="ethereum")
     assert one.returncode == 0, one.stderr[-3000:]
+    rows = pipeline.ch.execute("SELECT count() FROM risk_assessment_shared.raw_alerts")
+
+    # a step of a network not listed, run on its own, would replace ethereum's day in the same tables
+    other = pipeline.run_cli("Cleanup", "--network", "bitcoin", "--date", DATE.isoformat(), "--local-scheduler",
+                             CLICKHOUSE_DATABASE="risk_assessment_shared", INGESTION_NETWORKS="ethereum")
+    assert other.returncode == 1, other.stderr[-3000:]
+    assert other.stderr.strip().splitlines()[-1] == (
+        "configuration error: CLICKHOUSE_DATABASE: 'risk_assessment_shared' would put ethereum and bitcoin into"
+        " the same tables, where each network's day replaces the other's; give {network} in the name")
+    assert pipeline.ch.execute("SELECT count() FROM risk_assessment_shared.raw_alerts") == rows
+    assert not os.path.exists(os.path.join(pipeline.downloads, "bitcoin"))
 
 
 def test_a_network_that_is_not_configured_is_refused_before_any_io(pipeline):

@@ -19,9 +19,20 @@ from common import DATE, REPO, RUN_DAILY, WEBHOOK_TOKEN, close_clickhouse_connec
 
 REDIS_PASSWORD, CLICKHOUSE_PASSWORD = "redis-secret-pw", "clickhouse-secret-pw"
 WRONG_PASSWORD = "wrong-secret-pw"
-SECRETS = (REDIS_PASSWORD, CLICKHOUSE_PASSWORD, WEBHOOK_TOKEN, WRONG_PASSWORD)
+SCHEDULER_PASSWORD, PUSHGATEWAY_PASSWORD = "luigid-secret-pw", "pushgateway-secret-pw"
+SECRETS = (REDIS_PASSWORD, CLICKHOUSE_PASSWORD, WEBHOOK_TOKEN, WRONG_PASSWORD, SCHEDULER_PASSWORD, PUSHGATEWAY_PASSWORD)
 CREDENTIALED_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/@'\"]*:[^\s/@'\"]*@", re.IGNORECASE)
 LUIGID_STATUSES = ("PENDING", "RUNNING", "DONE", "FAILED", "DISABLED")
+
+
+def with_password(url, user, password):
+    """`url` (http://host:port/...) with user:password@ before its host."""
+    return url.replace("://", f"://{user}:{password}@", 1)
+
+
+def nothing_listens(user, password):
+    """A credentialed URL of a loopback port nothing listens on."""
+    return with_password(f"http://127.0.0.1:{free_port()}/", user, password)
 
 
 @pytest.fixture
@@ -63,8 +74,14 @@ def test_no_output_of_any_run_holds_a_secret(pipeline, guarded_servers, start_lu
     def day(date):
         return "RunDaily", "--date", date.isoformat(), "--networks", "ethereum"
 
-    assert run(*day(DATE)) == 0
+    # luigid's URL with a password (luigi sends it as basic auth, and so must the reachability check), and a
+    # Pushgateway with a password that does not answer: its warning names it without the password
+    assert run(*day(DATE), LUIGI_SCHEDULER_URL=with_password(luigid, "admin", SCHEDULER_PASSWORD),
+               PROMETHEUS_PUSHGATEWAY_URL=nothing_listens("pusher", PUSHGATEWAY_PASSWORD)) == 0, said[-1][-2000:]
+    assert "metrics: Pushgateway http://pusher@127.0.0.1:" in said[-1]
     assert pipeline.counts() == {t: tables[t].num_rows for t in TABLES}
+    assert run(*day(DATE), LUIGI_SCHEDULER_URL=nothing_listens("admin", SCHEDULER_PASSWORD)) == 35
+    assert "luigid at http://admin@127.0.0.1:" in said[-1] and "does not answer" in said[-1]
     assert run(*day(bad_day)) == 30  # bad input, given up on: a notice
     assert run(*day(bad_day), "--local-scheduler", CLICKHOUSE_PASSWORD=WRONG_PASSWORD) == 35
     assert run(*day(bad_day), "--local-scheduler", REDIS_URL=pipeline.env["REDIS_URL"].replace(
@@ -100,6 +117,12 @@ MALFORMED = [  # (variable, value, what the one line says)
     ("SOT_URL", f"ftp://reader:{SECRET}@host/snapshots", "ftp:// is not a snapshot store"),
     ("SOT_URL", f"s3://AKIA:{SECRET}@bucket/snapshots", "credentials go in AWS_ACCESS_KEY_ID"),
     ("CLICKHOUSE_HOST", f"default:{SECRET}@clickhouse", "an entry is not host or host:port"),
+    ("LUIGI_SCHEDULER_URL", f"admin:{SECRET}@luigid:8082", "not an http:// or https:// URL"),  # no scheme
+    ("LUIGI_SCHEDULER_URL", f"ftp://admin:{SECRET}@luigid/", "not an http:// or https:// URL"),
+    ("LUIGI_SCHEDULER_URL", f"http://admin:{SECRET}@luigid:port/", "not an http:// or https:// URL"),
+    ("LUIGI_SCHEDULER_URL", f"http://admin:12/{SECRET}@luigid:8082/", "does not parse"),  # an unencoded '/'
+    ("PROMETHEUS_PUSHGATEWAY_URL", f"pusher:{SECRET}@pushgateway:9091", "not an http:// or https:// URL"),
+    ("PROMETHEUS_PUSHGATEWAY_URL", f"http://pusher:p@{SECRET}@pushgateway:9091", "does not parse"),  # an '@'
 ]
 
 
@@ -121,3 +144,12 @@ def test_a_malformed_setting_gets_one_line_naming_it_and_no_part_of_its_secret(p
     assert SECRET not in "".join(outputs)
     assert luigid_tasks(luigid, "RUNNING") == {}  # the run stopped before it told luigid of any task
     assert not os.path.exists(pipeline.downloads)
+
+
+def test_reset_with_luigid_not_answering_names_it_without_its_password(pipeline):
+    result = subprocess.run([sys.executable, "-m", "workflows", "reset", "--date", DATE.isoformat(),
+                             "--network", "ethereum"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, **pipeline.env,
+                                 "LUIGI_SCHEDULER_URL": nothing_listens("admin", SCHEDULER_PASSWORD)})
+    assert "luigid at http://admin@127.0.0.1:" in result.stderr and "did not answer" in result.stderr, result.stderr
+    assert SCHEDULER_PASSWORD not in result.stdout + result.stderr

@@ -244,7 +244,7 @@ def reset_command(args: argparse.Namespace, settings: Settings, parser: argparse
         for enabled in scheduler.re_enable(day_tasks(day)):
             print(f"re-enabled in luigid: {enabled}")
     except OSError as exc:
-        print(f"luigid at {scheduler.scheduler_url()} did not answer ({exc}); nothing re-enabled there",
+        print(f"luigid at {scheduler.shown_url()} did not answer ({exc}); nothing re-enabled there",
               file=sys.stderr)
     return 0
 

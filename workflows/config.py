@@ -5,7 +5,7 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from dotenv import load_dotenv
 from redis.connection import parse_url as parse_redis_url
@@ -144,7 +144,8 @@ class Settings:
             raise ConfigError("INGESTION_NETWORKS is empty")
         for network in networks:
             check_network(network, variable="INGESTION_NETWORKS")
-        _one_database_per_network(env, networks)
+        _one_database_per_network(env["CLICKHOUSE_DATABASE"], networks)
+        _check_scheduler_url(environ)
         secure, sot_secure = _flag(env, "CLICKHOUSE_SECURE"), _flag(env, "SOT_SECURE")
         return cls(
             redis_url=_redis_url(env) if env["REDIS_URL"] else _redis_url_from_parts(env),
@@ -180,7 +181,7 @@ class Settings:
             compression=_compression(env),
             alert_webhook_url=_http_url(env, "ALERT_WEBHOOK_URL"),
             metrics_textfile=env["INGESTION_METRICS_TEXTFILE"],
-            pushgateway_url=_http_url(env, "PROMETHEUS_PUSHGATEWAY_URL"),
+            pushgateway_url=_server_url(env, "PROMETHEUS_PUSHGATEWAY_URL"),
         )
 
 
@@ -193,11 +194,18 @@ def known_network(name: str, settings: "Settings", remedy: str = "") -> str:
     return name
 
 
-def _one_database_per_network(env: dict[str, str], networks: tuple[str, ...]) -> None:
+def network_of_its_own(name: str, settings: "Settings") -> str:
+    """A network whose day replaces no other network's rows: one of
+    INGESTION_NETWORKS, or any where each network has its database."""
+    check_network(name)
+    _one_database_per_network(settings.clickhouse_database, tuple(dict.fromkeys((*settings.networks, name))))
+    return name
+
+
+def _one_database_per_network(template: str, networks: tuple[str, ...]) -> None:
     """Each network's day replaces the rows of its (processing_date,
     window_days) slice, which carries no network: two networks in one
     table would replace each other's day. Refused, not kept apart."""
-    template = env["CLICKHOUSE_DATABASE"]
     if "{network}" not in template and len(networks) > 1:
         raise ConfigError(f"CLICKHOUSE_DATABASE: {template!r} would put {' and '.join(networks)} into the same"
                           " tables, where each network's day replaces the other's; give {network} in the name")
@@ -325,6 +333,58 @@ def _http_url(env: dict[str, str], name: str) -> str:
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ConfigError(f"{name}: not an http:// or https:// URL with a host ({NOT_SHOWN})")
     return url
+
+
+def _server_url(env: dict[str, str], name: str) -> str:
+    """An http(s):// server that may take user:password@ (luigid, a
+    Pushgateway), or empty. A password with an unencoded '/', '?', '#' or
+    '@' would leave part of it outside the host part, where messages would
+    show it: refused, naming the variable alone."""
+    url = _http_url(env, name)
+    if _at_outside_host_part(url):
+        raise ConfigError(f"{name}: does not parse as http(s)://[user:password@]host[:port]/; percent-encode '/',"
+                          f" '?', '#' and '@' in the user and password ({NOT_SHOWN})")
+    return url
+
+
+def _check_scheduler_url(environ: Mapping[str, str]) -> None:
+    """luigi reads LUIGI_SCHEDULER_URL itself (pipeline.apply_luigi_config);
+    checked here too, so that a bad one is one line naming it before luigi
+    or scheduler.check_reachable print it."""
+    name = "LUIGI_SCHEDULER_URL"
+    _server_url({name: environ.get(name, "").strip()}, name)
+
+
+def _at_outside_host_part(url: str) -> bool:
+    """More than one '@', or one past the host part: the user or password
+    holds an unencoded '/', '?', '#' or '@'."""
+    return url.count("@") > 1 or url.count("@") > urlsplit(url).netloc.count("@")
+
+
+def without_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """`url` without its user:password@, and them percent-decoded, for an
+    Authorization header: left in the URL, urllib takes them for the host,
+    and its errors show them."""
+    parsed = urlsplit(url)
+    userinfo, at, address = parsed.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    return parsed._replace(netloc=address).geturl(), (unquote(user), unquote(password))
+
+
+def redacted_url(url: str) -> str:
+    """`url` as messages show it: its user kept; its password, query and
+    fragment (which may hold a token) left out. A URL whose credentials do
+    not parse is not shown at all: any part of it may be the password."""
+    try:
+        parsed = urlsplit(url)
+    except ValueError:  # e.g. an unclosed '[' in the host
+        return f"(a URL that does not parse; {NOT_SHOWN})"
+    if _at_outside_host_part(url):
+        return f"(a URL whose credentials do not parse; {NOT_SHOWN})"
+    userinfo, at, address = parsed.netloc.rpartition("@")
+    return urlunsplit((parsed.scheme, userinfo.partition(":")[0] + at + address, parsed.path, "", ""))
 
 
 def _redis_url_from_parts(env: dict[str, str]) -> str:

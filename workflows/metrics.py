@@ -35,10 +35,13 @@ as a counter reset) and are added to the group (POST), so what the process
 does not know (an earlier process's last success) stays on the gateway.
 
 A Pushgateway or a textfile that cannot be reached does not fail the day:
-one warning line on the `workflows` logger. Anything else raises."""
+one warning line on the `workflows` logger. Anything else raises. A
+user:password@ in the Pushgateway's URL is sent as basic auth; no line shows
+the password."""
 import copy
 import datetime
 import fcntl
+import functools
 import http.client
 import logging
 import math
@@ -46,13 +49,15 @@ import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from prometheus_client import push_to_gateway, pushadd_to_gateway, write_to_textfile
+from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from .config import redacted_url, without_credentials
 from .state import STEPS
 
 logger = logging.getLogger("workflows")
@@ -225,12 +230,24 @@ def record(result: DayResult, textfile: str | None, pushgateway_url: str | None,
     if not pushgateway_url:
         return
     push = push_to_gateway if written is not None else pushadd_to_gateway
+    address, handler = _gateway(pushgateway_url)
     try:
-        push(pushgateway_url, job=job, registry=pushed, grouping_key={"network": result.network},
-             timeout=PUSH_TIMEOUT_SECONDS)
+        push(address, job=job, registry=pushed, grouping_key={"network": result.network},
+             timeout=PUSH_TIMEOUT_SECONDS, handler=handler)
     except (OSError, http.client.HTTPException) as exc:  # refused, timed out, an HTTP error status, not HTTP
         logger.warning("metrics: Pushgateway %s did not take %s's metrics: %s",
-                       pushgateway_url, result.network, str(exc).replace("\n", " "))
+                       redacted_url(pushgateway_url), result.network, str(exc).replace("\n", " "))
+
+
+def _gateway(url: str) -> tuple[str, Callable[..., Callable[[], None]]]:
+    """The Pushgateway's URL without user:password@, and the handler that
+    sends them as basic auth: left in the URL, urllib takes them for the
+    host, and its error shows the password."""
+    address, credentials = without_credentials(url)
+    if credentials is None:
+        return address, default_handler
+    user, password = credentials
+    return address, functools.partial(basic_auth_handler, username=user, password=password)
 
 
 def stale_networks(last_days: dict[str, datetime.date | None], now: datetime.datetime,

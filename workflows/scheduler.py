@@ -2,6 +2,7 @@
 day's tasks it has disabled after their retries were used up, and
 re-enabling them for a manual rerun. Short timeouts: luigid not answering
 is said, never waited for."""
+import base64
 import json
 import logging
 import time
@@ -16,6 +17,7 @@ import luigi.interface
 import luigi.retcodes
 from luigi.cmdline_parser import CmdlineParser
 
+from .config import redacted_url, without_credentials
 from .slices import Slice
 
 logger = logging.getLogger("workflows")
@@ -29,11 +31,27 @@ def scheduler_url() -> str:
         f"{config.get('core', 'default-scheduler-port', '8082')}/"
 
 
+def shown_url() -> str:
+    """luigid's URL as messages show it: no password."""
+    return redacted_url(scheduler_url())
+
+
 def call(method: str, url: str | None = None, **data: Any) -> Any:
     query = urllib.parse.quote(json.dumps(data))
-    with urllib.request.urlopen(f"{(url or scheduler_url()).rstrip('/')}/api/{method}?data={query}",
+    with urllib.request.urlopen(_request(f"{(url or scheduler_url()).rstrip('/')}/api/{method}?data={query}"),
                                 timeout=TIMEOUT_SECONDS) as response:
         return json.load(response)["response"]
+
+
+def _request(url: str) -> urllib.request.Request:
+    """A request to `url` with its user:password@ sent as basic auth, as
+    luigi's own RPC sends them (a luigid behind an authenticating proxy)."""
+    address, credentials = without_credentials(url)
+    request = urllib.request.Request(address)
+    if credentials is not None:
+        token = base64.b64encode(":".join(credentials).encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    return request
 
 
 REACH_ATTEMPTS = 3  # a luigid that restarts answers again within seconds
@@ -63,7 +81,7 @@ def check_reachable() -> None:
             failure = exc
         if attempt + 1 < REACH_ATTEMPTS:
             time.sleep(REACH_WAIT_SECONDS)
-    logger.error("luigid at %s does not answer (%d attempts, %d s apart): %s", url, REACH_ATTEMPTS,
+    logger.error("luigid at %s does not answer (%d attempts, %d s apart): %s", redacted_url(url), REACH_ATTEMPTS,
                  REACH_WAIT_SECONDS, failure)
     raise SystemExit(exit_status)
 

@@ -22,7 +22,7 @@ from targets import RedisMarkerTarget
 from .. import alerts, clickhouse, leases, loader, scheduler, state
 from ..clickhouse import Destination
 from ..clients import clickhouse_client, failed_server, redis_client
-from ..config import ConfigError, Settings, check_network
+from ..config import ConfigError, Settings, network_of_its_own
 from ..errors import (
     AtLuigisLevel,
     OneLineFailure,
@@ -144,7 +144,7 @@ class IngestionTask(luigi.Task):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.settings = setting_or_exit(Settings.from_env)
-        setting_or_exit(check_network, self.network)
+        setting_or_exit(network_of_its_own, self.network, self.settings)
         scheduler.check_reachable()
         self.day = Slice(self.network, self.date, int(self.window_days))
 
