@@ -503,3 +503,28 @@ def test_only_the_steps_that_read_the_store_need_sot_url():
     with pytest.raises(ConfigError, match="SOT_URL is not set"):
         require_sot_url(settings)
     require_sot_url(Settings.from_env({"SOT_URL": "/x"}))
+
+
+@pytest.mark.parametrize("message, args, shown", [
+    ("Failed connecting to remote scheduler %r", ("http://admin:s3cr%2Ft@luigid:8082",),
+     "Failed connecting to remote scheduler 'http://admin@luigid:8082'"),
+    ("Errors (3 attempts) when connecting to remote scheduler 'https://u:p@h/'", (),
+     "Errors (3 attempts) when connecting to remote scheduler 'https://u@h/'"),
+    ("scheduled 9 tasks", (), "scheduled 9 tasks"),
+])
+def test_luigis_lines_never_show_a_urls_password(message, args, shown, caplog):
+    """luigi prints its scheduler URL as given when luigid stops answering mid-run."""
+    import logging
+
+    import workflows.pipeline.base  # noqa: F401 (installs the filters on luigi's logger)
+
+    luigi_logger = logging.getLogger("luigi-interface")
+    with caplog.at_level(logging.WARNING, logger="luigi-interface"):
+        try:
+            raise RuntimeError(f"when connecting to remote scheduler {args[0] if args else 'x'}")
+        except RuntimeError:
+            luigi_logger.warning(message, *args, exc_info=True)
+    [record] = caplog.records
+    text = caplog.text
+    assert record.getMessage().startswith(shown), record.getMessage()
+    assert "s3cr" not in text and ":p@" not in text

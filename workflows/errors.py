@@ -1,6 +1,7 @@
 """The exception that bad SOT input raises, and how any failure becomes the
 one line an operator reads."""
 import logging
+import re
 from typing import Any, ClassVar
 
 from clickhouse_driver.errors import ServerException
@@ -55,6 +56,30 @@ class AtLuigisLevel(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= min(logging.getLogger("luigi-interface").getEffectiveLevel(), logging.WARNING)
+
+
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/:@'\"]*):[^\s/@'\"]*@", re.IGNORECASE)
+
+
+def without_passwords(text: str) -> str:
+    """`text` with the password of each scheme://user:password@ URL in it left out (the user kept)."""
+    return _URL_PASSWORD.sub(r"\1@", text)
+
+
+class NoPasswords(logging.Filter):
+    """For luigi's logger: luigi prints its scheduler URL as given, a
+    user:password@ in it too, when luigid stops answering mid-run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if without_passwords(message) != message:
+            record.msg, record.args = without_passwords(message), ()
+        failure = record.exc_info[1] if record.exc_info else None
+        if failure is not None and without_passwords(str(failure)) != str(failure):
+            # the traceback would show the failure's message again: one line instead
+            record.msg, record.args = f"{without_passwords(message)}: {without_passwords(one_line(failure))}", ()
+            record.exc_info = record.exc_text = None
+        return True
 
 
 class OneLineTracebacks(logging.Filter):

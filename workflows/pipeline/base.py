@@ -25,6 +25,7 @@ from ..clients import clickhouse_client, failed_server, redis_client
 from ..config import ConfigError, Settings, network_of_its_own
 from ..errors import (
     AtLuigisLevel,
+    NoPasswords,
     OneLineFailure,
     OneLineTracebacks,
     QuietLuigi,
@@ -42,6 +43,7 @@ from .params import Day, WindowDays
 logger = logging.getLogger("workflows")
 logging.getLogger("luigi-interface").addFilter(WithoutTracebacks())
 logging.getLogger("luigi-interface").addFilter(QuietLuigi())
+logging.getLogger("luigi-interface").addFilter(NoPasswords())
 logging.getLogger("clickhouse_driver.connection").addFilter(OneLineTracebacks())
 _lines = logging.StreamHandler()  # the pipeline's own lines go where luigi's do: stderr
 _lines.addFilter(AtLuigisLevel())
