@@ -66,10 +66,14 @@ class ProducerDay:
     """One network's day in the producer's layout under `root`:
     snapshots/{network}/{date}/{window}/ and address-labels/."""
 
-    def __init__(self, root, network, date, window_days, feature_rows=500, seed=0):
+    def __init__(self, root, network, date, window_days, feature_rows=500, seed=0, labels_dir=None):
         """`feature_rows` above 10,000: the tables are kept column by column
-        (the same Parquet types, without a Python object per value)."""
+        (the same Parquet types, without a Python object per value).
+        `labels_dir`: where the labels file goes (SOT_LABELS_URL), instead of
+        address-labels/ beside snapshots/."""
         self.root, self.network, self.date, self.window_days = root, network, date, window_days
+        self.labels_dir = labels_dir or os.path.join(root, "address-labels")
+        self.label_columns = LABEL_COLUMNS  # the labels file's columns (without `network`: the load stamps it)
         self.tables = make_snapshot(network, date, window_days, feature_rows, seed)
         if feature_rows > 10_000:
             self.rows = {table: client_types(self.tables[table]) for table in self.tables}
@@ -78,6 +82,7 @@ class ProducerDay:
             self.rows["raw_address_labels"] = labels.append_column("created_timestamp", stamp) \
                 .append_column("updated_timestamp", stamp)
             self.rows["money_flows"] = pa.table({"from_address": self.tables["raw_features"]["address"][:30]})
+            self.rows["patterns"] = pa.table({"pattern_id": self.tables["raw_alerts"]["alert_id"][:20]})
             return
         self.rows = {table: client_rows(self.tables[table]) for table in self.tables}
         for row in self.rows["raw_address_labels"]:  # the labels file: no day, two timestamps of its own
@@ -85,6 +90,9 @@ class ProducerDay:
             row["created_timestamp"] = row["updated_timestamp"] = 1_730_000_000_000
         self.rows["money_flows"] = [{"from_address": r["address"], "to_address": r["address"], "amount_usd": 1.5}
                                     for r in self.rows["raw_features"][:30]]
+        self.rows["patterns"] = [{"pattern_id": f"pattern-{i}", "pattern_type": r["typology_type"],
+                                  "addresses": [r["address"]], "detected_at": 1_730_000_000_000}
+                                 for i, r in enumerate(self.rows["raw_alerts"][:20])]
 
     @property
     def folder(self):
@@ -92,15 +100,17 @@ class ProducerDay:
 
     @property
     def labels_path(self):
-        return os.path.join(self.root, "address-labels", labels_filename(self.network))
+        return os.path.join(self.labels_dir, labels_filename(self.network))
 
-    def write(self, leave_out=(), counts=None, meta=True):
-        """Writes the files (those of `leave_out`, e.g. "clusters", not at
-        all) and, with `meta`, META.json. `counts` overrides META's counts."""
+    def write(self, leave_out=(), counts=None, meta=True, patterns=False):
+        """Writes the files (those of `leave_out`, e.g. "alerts" or
+        "clusters", not at all) and, with `meta`, META.json. `counts`
+        overrides META's counts. `patterns`: patterns.parquet too, listed in
+        META.json, as newer producer versions write it."""
         os.makedirs(self.folder, exist_ok=True)
-        os.makedirs(os.path.dirname(self.labels_path), exist_ok=True)
         sums, written = {}, {}
-        for table, name in [*FILES.items(), ("money_flows", "money_flows")]:
+        extra = [("money_flows", "money_flows")] + ([("patterns", "patterns")] if patterns else [])
+        for table, name in [*FILES.items(), *extra]:
             if name in leave_out:
                 continue
             path = os.path.join(self.folder, f"{name}.parquet")
@@ -121,8 +131,10 @@ class ProducerDay:
 
     def write_labels(self):
         labels = self.rows["raw_address_labels"]
-        to_parquet(labels.select(list(LABEL_COLUMNS)) if isinstance(labels, pa.Table) else
-                   [{name: row[name] for name in LABEL_COLUMNS} for row in labels], self.labels_path)
+        columns = list(self.label_columns)
+        os.makedirs(os.path.dirname(self.labels_path), exist_ok=True)
+        to_parquet(labels.select(columns) if isinstance(labels, pa.Table) else
+                   [{name: row[name] for name in columns} for row in labels], self.labels_path)
 
     def write_meta(self):
         with open(os.path.join(self.folder, META_FILENAME), "w") as stream:

@@ -7,9 +7,10 @@ import os
 import shutil
 from decimal import Decimal
 
+import pyarrow.parquet as pq
 import pytest
 
-from devkit.producer import ProducerDay, sha256
+from devkit.producer import LABEL_COLUMNS, ProducerDay, sha256
 from workflows import cli
 from workflows.schema import TABLES
 from workflows.slices import Slice
@@ -69,20 +70,29 @@ def test_a_producer_day_loads_exactly_from_a_folder_with_its_nans(pipeline, prod
     assert not os.path.exists(pipeline.download_dir())  # cleaned up after the load
 
 
-def test_a_producer_day_loads_from_s3_anonymously_asking_only_for_what_it_loads(pipeline, producer, s3):
-    with_nans(producer).write()
-    for folder, _, names in os.walk(producer.root):
+def upload(s3, day):
+    """The producer's whole bucket layout, as written under day.root, to the S3 bucket."""
+    for folder, _, names in os.walk(day.root):
         for name in names:
             with open(os.path.join(folder, name), "rb") as stream:
-                s3.put(os.path.relpath(os.path.join(folder, name), producer.root), stream.read())
+                s3.put(os.path.relpath(os.path.join(folder, name), day.root), stream.read())
+
+
+def asked_keys(s3):
+    """The bucket's keys that the run asked for, since s3.record()."""
+    return {r["url"].split("?")[0].split(f"/{BUCKET}/", 1)[1] for r in s3.recorded() if f"/{BUCKET}/" in r["url"]}
+
+
+def test_a_producer_day_loads_from_s3_anonymously_asking_only_for_what_it_loads(pipeline, producer, s3):
+    with_nans(producer).write()
+    upload(s3, producer)
     s3.record()
 
     result = pipeline.run_cli(*RUN_DAILY_LOCAL, SOT_URL=f"s3://{BUCKET}/snapshots", SOT_S3_ANONYMOUS="1")
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert_loaded_exactly(pipeline, producer)
-    asked = {r["url"].split("?")[0].split(f"/{BUCKET}/", 1)[1] for r in s3.recorded() if f"/{BUCKET}/" in r["url"]}
-    assert asked == {f"snapshots/ethereum/{DATE}/{WINDOW}/{name}" for name in
+    assert asked_keys(s3) == {f"snapshots/ethereum/{DATE}/{WINDOW}/{name}" for name in
                      ("META.json", "alerts.parquet", "features.parquet", "clusters.parquet")} | \
         {"address-labels/ethereum_address_labels.parquet"}
 
@@ -95,6 +105,69 @@ def test_a_day_without_clusters_loads_no_clusters(pipeline, producer):
     assert result.returncode == 0, result.stderr[-3000:]
     assert_loaded_exactly(pipeline, producer, without=("raw_clusters",))
     assert {row[0] for row in pipeline.markers()} == set(TABLES)
+
+
+@pytest.mark.parametrize("store", ["folder", "s3"])
+def test_a_day_with_patterns_and_without_alerts_loads_and_patterns_is_never_downloaded(pipeline, producer, request,
+                                                                                       store):
+    """Newer producer versions write patterns.parquet (listed in META.json,
+    not loaded) and leave out a day's alerts (no file, not in META.json)."""
+    producer.write(leave_out=("alerts",), patterns=True)
+    assert "patterns.parquet" in producer.meta["sha256"] and producer.meta["counts"]["patterns"] > 0
+    assert "alerts.parquet" not in producer.meta["sha256"] and "alerts" not in producer.meta["counts"]
+    assert sorted(os.listdir(producer.folder)) == ["META.json", "clusters.parquet", "features.parquet",
+                                                   "money_flows.parquet", "patterns.parquet"]
+    env = {}
+    if store == "s3":
+        s3 = request.getfixturevalue("s3")
+        upload(s3, producer)
+        s3.record()
+        env = {"SOT_URL": f"s3://{BUCKET}/snapshots", "SOT_S3_ANONYMOUS": "1"}
+
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL, **env)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_loaded_exactly(pipeline, producer, without=("raw_alerts",))
+    assert {row[0] for row in pipeline.markers()} == set(TABLES)  # raw_alerts marked loaded, with 0 rows
+    # features, clusters and the labels: neither patterns nor money_flows, nor the alerts it does not list
+    [downloaded] = [line for line in result.stderr.splitlines() if " DownloadSOT: " in line]
+    assert " DownloadSOT: 3 files, " in downloaded, downloaded
+    if store == "s3":
+        assert asked_keys(s3) == {f"snapshots/ethereum/{DATE}/{WINDOW}/{name}" for name in
+                                  ("META.json", "features.parquet", "clusters.parquet")} | \
+            {"address-labels/ethereum_address_labels.parquet"}
+
+
+def test_a_labels_file_without_a_network_column_loads_stamped_with_the_days_network(pipeline, producer):
+    producer.label_columns = tuple(c for c in LABEL_COLUMNS if c != "network")
+    producer.write()
+    assert "network" not in pq.read_schema(producer.labels_path).names
+
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_loaded_exactly(pipeline, producer)  # every label row: processing_date, window_days and network stamped
+    assert pipeline.ch.execute(f"SELECT count() FROM {pipeline.database()}.raw_address_labels"
+                               " WHERE network = 'ethereum'") == [(len(producer.rows["raw_address_labels"]),)]
+
+
+def test_labels_at_sot_labels_url_are_the_ones_loaded(pipeline, producer, tmp_path):
+    """SOT_LABELS_URL names the labels folder; another network-day's labels
+    at the default place (address-labels/ beside snapshots/) are not read."""
+    custom = tmp_path / "elsewhere" / "labels"
+    day = ProducerDay(producer.root, "ethereum", DATE, WINDOW, labels_dir=str(custom)).write()
+    decoy = ProducerDay(producer.root, "ethereum", DATE, WINDOW, seed=1)
+    decoy.write_labels()  # at the default place
+    assert os.path.exists(decoy.labels_path) and sha256(decoy.labels_path) != sha256(day.labels_path)
+    wanted = sorted((r["address"], r["label"]) for r in day.rows["raw_address_labels"])
+    assert wanted != sorted((r["address"], r["label"]) for r in decoy.rows["raw_address_labels"])
+
+    result = pipeline.run_cli(*RUN_DAILY_LOCAL, SOT_LABELS_URL=f"file://{custom}")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the labels were republished" not in result.stderr  # META's hash is the custom file's
+    assert sorted(pipeline.rows("raw_address_labels", columns=["address", "label"])) == wanted
+    assert_loaded_exactly(pipeline, day)
 
 
 @pytest.mark.parametrize("empty", ["left out", "a file of no columns"])

@@ -150,6 +150,28 @@ def test_a_wrong_sot_password_is_one_line_saying_authentication_failed(pipeline,
         assert password not in everything
 
 
+def test_a_sot_port_nothing_listens_on_is_one_line_naming_it(pipeline, monkeypatch):
+    """Neither HTTP's /ping nor the native protocol gets an answer: one line
+    that names the SOT ClickHouse's host:port and says the connection was
+    refused, in the run and in publish."""
+    closed = free_port()
+    for name, value in {"SOT_HOST": "127.0.0.1", "SOT_PORT": str(closed), "SOT_URL": "clickhouse://"}.items():
+        monkeypatch.setenv(name, value)
+        pipeline.env[name] = value
+
+    assert not pipeline.run()
+    published = publish_cli(pipeline, "--date", DATE.isoformat(), "--network", "ethereum", "--to", pipeline.sot)
+
+    [(task, reason)] = pipeline.failures
+    assert type(task).__name__ == "DownloadSOT"
+    assert reason.startswith(f"ethereum {DATE} download: SOT ClickHouse 127.0.0.1:{closed}: "), reason
+    assert "connection refused" in reason.lower(), reason
+    assert published.returncode == 1, published.stderr
+    [line] = published.stderr.splitlines()
+    assert line.startswith(f"ethereum {DATE}: SOT ClickHouse 127.0.0.1:{closed}: ") and \
+        "connection refused" in line.lower(), line
+
+
 def test_an_error_the_server_meets_mid_export_over_http_is_its_own(pipeline):
     """An error after the server's first megabyte has gone out (its HTTP
     buffer) comes at the end of the body, after status 200: the reader finds
