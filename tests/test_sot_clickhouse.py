@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -164,12 +165,34 @@ def test_a_sot_port_nothing_listens_on_is_one_line_naming_it(pipeline, monkeypat
 
     [(task, reason)] = pipeline.failures
     assert type(task).__name__ == "DownloadSOT"
-    assert reason.startswith(f"ethereum {DATE} download: SOT ClickHouse 127.0.0.1:{closed}: "), reason
-    assert "connection refused" in reason.lower(), reason
+    # said as what it is, not as a ClickHouse error ("Code: 210") of the native protocol tried after HTTP
+    assert reason == f"ethereum {DATE} download: SOT ClickHouse 127.0.0.1:{closed}: connection refused" \
+                     " (SOT_HOST, SOT_PORT)", reason
     assert published.returncode == 1, published.stderr
     [line] = published.stderr.splitlines()
-    assert line.startswith(f"ethereum {DATE}: SOT ClickHouse 127.0.0.1:{closed}: ") and \
-        "connection refused" in line.lower(), line
+    assert line == f"ethereum {DATE}: SOT ClickHouse 127.0.0.1:{closed}: connection refused (SOT_HOST, SOT_PORT)", line
+
+
+def test_a_sot_port_that_never_answers_is_one_line_after_one_connect_timeout(pipeline, monkeypatch):
+    """Accepted (the kernel's backlog) and never answered: the line says so
+    from the HTTP probe's timeout; the native protocol is not tried after it
+    (its line would be "SocketTimeoutError: Code: 209", a second timeout later)."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    for name, value in {"SOT_HOST": "127.0.0.1", "SOT_PORT": str(port), "SOT_URL": "clickhouse://",
+                        "INGESTION_CONNECT_TIMEOUT": "2"}.items():
+        monkeypatch.setenv(name, value)
+        pipeline.env[name] = value
+    try:
+        published = publish_cli(pipeline, "--date", DATE.isoformat(), "--network", "ethereum", "--to", pipeline.sot)
+    finally:
+        silent.close()
+    assert published.returncode == 1, published.stderr
+    [line] = published.stderr.splitlines()
+    assert line == f"ethereum {DATE}: SOT ClickHouse 127.0.0.1:{port}: no answer within 2 s" \
+                   " (INGESTION_CONNECT_TIMEOUT)", line
 
 
 def test_an_error_the_server_meets_mid_export_over_http_is_its_own(pipeline):

@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, BinaryIO
@@ -214,6 +215,12 @@ def _failure(settings: Settings, exc: BaseException) -> str:
     where = f"SOT ClickHouse {settings.sot_host}:{settings.sot_port}"
     if getattr(exc, "code", None) in AUTHENTICATION_FAILED:
         return f"{where}: authentication failed for user {settings.sot_user!r} (SOT_USER, SOT_PASSWORD)"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"{where}: connection refused (SOT_HOST, SOT_PORT)"
+    if isinstance(exc, TimeoutError):
+        return f"{where}: no answer within {settings.connect_timeout:g} s (INGESTION_CONNECT_TIMEOUT)"
+    if isinstance(exc, socket.gaierror):
+        return f"{where}: host not found: {exc.strerror} (SOT_HOST)"
     return f"{where}: {one_line(exc)}"
 
 

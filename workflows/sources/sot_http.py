@@ -14,6 +14,7 @@ writes NaN as null. One block (max_block_size rows) is in memory at a time."""
 import base64
 import http.client
 import re
+import socket
 import ssl
 from collections.abc import Callable, Iterator
 from typing import Any, Self
@@ -47,13 +48,17 @@ class HttpServerError(ServerException):
 def answers_http(url: str, timeout: float) -> bool:
     """Whether `url` (http(s)://host:port) is ClickHouse's HTTP interface: its /ping says "Ok.".
     A native port answers an HTTP request too, with a 400 ("Port 9000 is for
-    clickhouse-client program"), so only the status tells them apart."""
+    clickhouse-client program"), so only the status tells them apart. No
+    server there (refused, no answer in `timeout`, no such host) raises:
+    the native protocol would only meet the same, and be blamed for it."""
     connection = _connection(url, timeout)
     try:
         connection.request("GET", "/ping")
         response = connection.getresponse()
         return response.status == 200 and response.read(16).strip() == b"Ok."
-    except (OSError, http.client.HTTPException):
+    except (ConnectionRefusedError, TimeoutError, socket.gaierror):
+        raise
+    except (OSError, http.client.HTTPException):  # something else answers there (a TLS failure, not HTTP)
         return False
     finally:
         connection.close()
