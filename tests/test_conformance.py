@@ -16,6 +16,7 @@ import pytest
 from clickhouse_driver import Client
 
 from devkit import sample
+from devkit.producer import ProducerDay
 from devkit.sample import make_snapshot, write_snapshot
 from targets import ClickHouseMarkerTarget
 from targets.clickhouse_marker import MARKER_COLUMNS, MARKER_COLUMNS_ADDED
@@ -289,9 +290,9 @@ def test_every_statement_gives_the_same_results_on_both_generations(server1816, 
     assert old["sot timezone named"] is True
 
 
-def test_a_database_of_the_old_system_migrated_keeps_bool_and_skip_indexes_and_takes_a_day(engine, tmp_path):
-    """On 26.x the replaced system's tables have Bool flags and skip indexes:
-    the migration keeps both, and a day staged from UInt8 swaps in."""
+def migrated_old_system(engine, tmp_path):
+    """A database of the replaced system (on 26.x: Bool flags, skip indexes),
+    filled with a day and migrated; returns its name."""
     database = new_database()
     folder = write_snapshot(str(tmp_path), NETWORK, DATE, WINDOW, make_snapshot(NETWORK, DATE, WINDOW, 300))
     fill_original(engine, database, folder, list(TABLES))
@@ -303,6 +304,13 @@ def test_a_database_of_the_old_system_migrated_keeps_bool_and_skip_indexes_and_t
 
     assert {t: clickhouse.count_all_rows(engine, database, t) for t in TABLES} == held
     clickhouse.ensure_schema(engine, database)  # the layout now takes day swaps
+    return database
+
+
+def test_a_database_of_the_old_system_migrated_keeps_bool_and_skip_indexes_and_takes_a_day(engine, tmp_path):
+    """On 26.x the replaced system's tables have Bool flags and skip indexes:
+    the migration keeps both, and a day staged from UInt8 swaps in."""
+    database = migrated_old_system(engine, tmp_path)
     modern = engine.generation != "18.16"
     [(flag_type,)] = engine.execute(f"SELECT type FROM system.columns WHERE database = '{database}'"
                                     " AND table = 'raw_features' AND name = 'is_whale'")
@@ -316,6 +324,27 @@ def test_a_database_of_the_old_system_migrated_keeps_bool_and_skip_indexes_and_t
     again = write_snapshot(str(tmp_path / "again"), NETWORK, DATE, WINDOW, make_snapshot(NETWORK, DATE, WINDOW, 200))
     assert load(engine, database, "raw_features", f"{again}/raw_features.parquet") == 200
     assert counted(engine, database, "raw_features") == 200
+    engine.execute(f"DROP DATABASE {database}")
+
+
+def test_a_database_of_the_old_system_migrated_takes_a_producer_day_with_its_flags(engine, tmp_path):
+    """The producer's features.parquet (Parquet bool flags, int64 integers, as
+    pandas writes them) swaps into the migrated table (Bool flags on 26.x,
+    UInt8 on 18.16) with every flag as the producer wrote it."""
+    database = migrated_old_system(engine, tmp_path)
+    day = ProducerDay(str(tmp_path / "producer"), NETWORK, DATE, WINDOW, feature_rows=200).write()
+    flags = [c.name for c in SCHEMAS["raw_features"].columns if c.name.startswith("is_")]
+    rows = sorted(day.rows["raw_features"], key=lambda row: row["address"])
+    expected = [(row["address"], *(bool(row[flag]) for flag in flags)) for row in rows]
+    assert all(any(row[i] for row in expected) and not all(row[i] for row in expected)
+               for i in range(1, len(flags) + 1))  # each flag both True and False: a lost flag shows
+
+    assert load(engine, database, "raw_features", f"{day.folder}/features.parquet") == 200
+
+    held = engine.execute(f"SELECT address, {', '.join(flags)} FROM {database}.raw_features"
+                          f" WHERE processing_date = '{DATE.isoformat()}' AND window_days = {WINDOW}"
+                          " ORDER BY address")
+    assert [(address, *(bool(value) for value in values)) for address, *values in held] == expected
     engine.execute(f"DROP DATABASE {database}")
 
 
