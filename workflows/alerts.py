@@ -16,6 +16,7 @@ from typing import Any
 
 from luigi.configuration import get_config
 from redis import Redis, RedisError
+from redis.exceptions import OutOfMemoryError
 
 from .errors import one_line
 from .slices import Slice
@@ -78,10 +79,13 @@ class Attempts:
         RedisError when Redis does not answer (this host's count is cleared first)."""
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.path)
-        with self.redis.pipeline() as pipe:
-            pipe.delete(self.key)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(self.key, self.round_key)
             pipe.set(self.round_key, uuid.uuid4().hex[:12], ex=disable_window())
-            pipe.execute()
+            _, begun = pipe.execute(raise_on_error=False)
+        # a full Redis (maxmemory) takes the deletes, not the new round's id: the next failure begins one
+        if isinstance(begun, Exception) and not isinstance(begun, OutOfMemoryError):
+            raise begun
 
     def clear_if_possible(self) -> None:
         """clear(), for a step whose outcome stands whatever Redis does: its count expires by itself."""
