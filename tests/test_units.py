@@ -438,14 +438,28 @@ def test_a_compressed_frame_is_what_clickhouse_reads():
     assert len(checksum) + len(rest) < len(data) / 2
 
 
-@pytest.mark.parametrize("value, expected", [("lz4", "lz4"), ("LZ4", "lz4"), ("none", None)])
+@pytest.mark.parametrize("value, expected", [("lz4", "lz4"), ("LZ4", "lz4"), ("none", None), ("auto", "auto"),
+                                             (None, "auto")])
 def test_compression_setting(value, expected):
-    assert Settings.from_env({"SOT_URL": "/x", "INGESTION_COMPRESSION": value}).compression == expected
+    env = {"SOT_URL": "/x"} | ({"INGESTION_COMPRESSION": value} if value else {})
+    assert Settings.from_env(env).compression == expected
 
 
 def test_an_unknown_compression_is_refused():
-    with pytest.raises(ConfigError, match="INGESTION_COMPRESSION: 'zstd' is not lz4 or none"):
+    with pytest.raises(ConfigError, match="INGESTION_COMPRESSION: 'zstd' is not auto, lz4 or none"):
         Settings.from_env({"SOT_URL": "/x", "INGESTION_COMPRESSION": "zstd"})
+
+
+@pytest.mark.parametrize("hosts, setting, sent", [
+    ("127.0.0.1", "auto", False), ("localhost,127.0.0.2:9001", "auto", False),
+    ("clickhouse.internal", "auto", "lz4"), ("127.0.0.1,10.0.0.7", "auto", "lz4"),  # one replica elsewhere
+    ("127.0.0.1", "lz4", "lz4"), ("clickhouse.internal", "none", False)])
+def test_auto_compression_sends_lz4_blocks_unless_clickhouse_is_this_machine(hosts, setting, sent):
+    from workflows.clients import _client, clickhouse_server
+
+    settings = Settings.from_env({"SOT_URL": "/x", "CLICKHOUSE_HOST": hosts, "INGESTION_COMPRESSION": setting})
+    client = _client(clickhouse_server(settings))  # not connected: the setting is the client's own
+    assert bool(client.connection.compression) == bool(sent)
 
 
 def test_arrows_own_allocations_use_the_pool_that_returns_freed_memory():

@@ -1,6 +1,7 @@
 """Clients of the servers the pipeline talks to, one per process and server:
 luigi forks a process per task when it runs several workers, and a socket
 must not cross a fork."""
+import ipaddress
 import os
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
@@ -105,8 +106,24 @@ def _client(server: ClickHouseServer) -> Client:
         client_name="sot-ingestion",
         connect_timeout=server.connect_timeout,
         send_receive_timeout=server.connect_timeout,
-        compression=server.compression or False,
+        compression=wire_compression(server),
     )
+
+
+def wire_compression(server: ClickHouseServer) -> str | bool:
+    """INGESTION_COMPRESSION for `server`: `auto` sends LZ4 blocks unless
+    every replica is on this machine, where compressing costs the worker's
+    CPU and saves no network (clickhouse-client decides the same way)."""
+    if server.compression == "auto":
+        return False if all(_loopback(host) for host, _ in server.replicas) else "lz4"
+    return server.compression or False
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
 
 
 def _connected(client: Client) -> Client:

@@ -46,7 +46,7 @@ DEFAULTS = {
     "INGESTION_RETRY_DELAY": "300",
     "INGESTION_ALLOW_EMPTY_DAY": "0",
     "INGESTION_CONNECT_TIMEOUT": "10",
-    "INGESTION_COMPRESSION": "lz4",
+    "INGESTION_COMPRESSION": "auto",
     "ALERT_WEBHOOK_URL": "",
     "INGESTION_METRICS_TEXTFILE": "",  # none
     "PROMETHEUS_PUSHGATEWAY_URL": "",  # none
@@ -249,9 +249,10 @@ def _flag(env: dict[str, str], name: str) -> bool:
 
 
 def _compression(env: dict[str, str]) -> str | None:
+    """lz4, auto (lz4 unless the server is this machine: clients.wire_compression) or None."""
     text = env["INGESTION_COMPRESSION"].lower()
-    if text not in ("lz4", "none"):
-        raise ConfigError(f"INGESTION_COMPRESSION: {env['INGESTION_COMPRESSION']!r} is not lz4 or none")
+    if text not in ("auto", "lz4", "none"):
+        raise ConfigError(f"INGESTION_COMPRESSION: {env['INGESTION_COMPRESSION']!r} is not auto, lz4 or none")
     return None if text == "none" else text
 
 
