@@ -25,9 +25,10 @@ default 1,000,000):
       INSERT ... FORMAT Native, chunked, plain and LZ4 with decompress=1),
       each REPEATS times, every load's rows and checksum compared;
   (g) RunDaily for one network, --local-scheduler, one worker, from process
-      start to exit, against the floor for the same work measured in this
-      run: `cp` of the snapshot + `sha256sum` of its files + clickhouse-client
-      inserting the four tables in Native format (b); and the peak RSS of that
+      start to exit, against the floor for the same work: `cp` of the
+      snapshot + `sha256sum` of its files + clickhouse-client inserting the
+      four tables in Native format, the two measured in turn three times
+      (medians; the machine's speed drifts); and the peak RSS of that
       whole process, with its private memory and library pages sampled (at
       BENCH_RSS_ROWS too, when set).
 
@@ -546,23 +547,51 @@ def whole_rundaily(ch, servers, work, sot, date):
     return result
 
 
-def measure_against_floor(ch, servers, work, paths, reference, checksums):
-    folder = os.path.dirname(paths["raw_features"])
-    copy = os.path.join(work, "floor-copy")
+FLOOR_ROUNDS = 3  # the machine's speed drifts over minutes: floor and RunDaily measured in turn, medians taken
+
+
+def measure_floor_once(ch, port, folder, paths, natives):
+    """One floor for the day's work: `cp` of the snapshot, `sha256sum` of its
+    files, clickhouse-client inserting each table's rows in the file's order."""
+    copy = folder + "-floor-copy"
     start = time.perf_counter()
     subprocess.run(["cp", "-r", folder, copy], check=True)
     cp_seconds = time.perf_counter() - start
     shutil.rmtree(copy)
-    sha_seconds = checksums["total"]["sha256sum_seconds"]
-    insert_seconds = sum(reference[t]["seconds"] for t in TABLES)
-    key_order_seconds = sum(reference[t]["key_order_seconds"] for t in TABLES)
-    floor = cp_seconds + sha_seconds + insert_seconds
-    key_order_floor = cp_seconds + sha_seconds + key_order_seconds
-    run = whole_rundaily(ch, servers, work, os.path.dirname(os.path.dirname(os.path.dirname(folder))), DATE)
-    return {"floor_seconds": floor, "cp_seconds": cp_seconds, "sha256sum_seconds": sha_seconds,
-            "clickhouse_client_seconds": insert_seconds, "rundaily_seconds": run["seconds"],
-            "ratio": run["seconds"] / floor, "peak_rss_mb": run["peak_rss_mb"],
-            "peak_private_mb": run["peak_private_mb"], "file_pages_at_peak_mb": run["file_pages_at_peak_mb"],
+    start = time.perf_counter()
+    subprocess.run(["sha256sum", *(paths[t] for t in TABLES)], check=True, stdout=subprocess.DEVNULL)
+    sha_seconds = time.perf_counter() - start
+    insert_seconds = sum(client_insert(ch, port, table, columns, native)[0]
+                         for table, (native, columns) in natives.items())
+    return {"floor_seconds": cp_seconds + sha_seconds + insert_seconds, "cp_seconds": cp_seconds,
+            "sha256sum_seconds": sha_seconds, "clickhouse_client_seconds": insert_seconds}
+
+
+def measure_against_floor(ch, servers, work, paths, reference):
+    """(g) RunDaily from process start to exit against the floor for the same
+    work, each measured FLOOR_ROUNDS times in turn; the ratio of their
+    medians. The key-ordered floor takes (b)'s key-ordered inserts."""
+    folder = os.path.dirname(paths["raw_features"])
+    natives = {}
+    for table in TABLES:
+        native = os.path.join(work, f"floor-{table}.native")
+        natives[table] = (native, write_native(paths[table], table, native))
+    floors, runs = [], []
+    for _ in range(FLOOR_ROUNDS):
+        floors.append(measure_floor_once(ch, servers.clickhouse_port, folder, paths, natives))
+        runs.append(whole_rundaily(ch, servers, work, os.path.dirname(os.path.dirname(os.path.dirname(folder))),
+                                   DATE))
+    for native, _ in natives.values():
+        os.remove(native)
+    floor = sorted(floors, key=lambda f: f["floor_seconds"])[FLOOR_ROUNDS // 2]
+    run = sorted(runs, key=lambda r: r["seconds"])[FLOOR_ROUNDS // 2]
+    key_order_floor = floor["cp_seconds"] + floor["sha256sum_seconds"] + \
+        sum(reference[t]["key_order_seconds"] for t in TABLES)
+    return {**floor, "rundaily_seconds": run["seconds"], "ratio": run["seconds"] / floor["floor_seconds"],
+            "rounds": FLOOR_ROUNDS, "floors_seconds": [f["floor_seconds"] for f in floors],
+            "rundailies_seconds": [r["seconds"] for r in runs],
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "peak_private_mb": run["peak_private_mb"],
+            "file_pages_at_peak_mb": run["file_pages_at_peak_mb"],
             "key_order_floor_seconds": key_order_floor, "key_order_ratio": run["seconds"] / key_order_floor}
 
 
@@ -730,7 +759,10 @@ def report(results):
     p("")
     p(f"(g) RunDaily, one network, --local-scheduler, one worker, start to exit: {g['rundaily_seconds']:.1f} s;"
       f" the floor {g['floor_seconds']:.1f} s (cp {g['cp_seconds']:.1f} + sha256sum {g['sha256sum_seconds']:.1f}"
-      f" + clickhouse-client {g['clickhouse_client_seconds']:.1f}): {g['ratio']:.2f}x")
+      f" + clickhouse-client {g['clickhouse_client_seconds']:.1f}): {g['ratio']:.2f}x, medians of {g['rounds']}"
+      " measured in turn")
+    p(f"    each round: RunDaily {' '.join(f'{x:.1f}' for x in g['rundailies_seconds'])} s,"
+      f" floor {' '.join(f'{x:.1f}' for x in g['floors_seconds'])} s")
     p(f"    (the floor with rows sorted by the table's key, which the server need not sort:"
       f" {g['key_order_floor_seconds']:.1f} s, {g['key_order_ratio']:.2f}x)")
     p(f"    peak RSS of the whole RunDaily process: {g['peak_rss_mb']:.0f} MB (sampled: private memory at most"
@@ -831,7 +863,7 @@ def main():
         results["s3_download"] = measure_s3_download(work, paths, s3_megabytes)
 
         log("(g) RunDaily against the floor, one network, one worker")
-        results["floor"] = measure_against_floor(ch, servers, work, paths, reference, results["checksums"])
+        results["floor"] = measure_against_floor(ch, servers, work, paths, reference)
         log("(i) RunDaily on a day in the producer's format")
         results["producer_format"] = measure_producer_format(ch, servers, work, rows,
                                                              results["floor"]["rundaily_seconds"])
