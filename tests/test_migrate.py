@@ -94,20 +94,10 @@ def test_the_original_a_run_left_after_its_swap_is_counted_and_dropped_and_a_dry
                 f" after its swap ({held['raw_alerts']:,} rows, the migrated risk_assessment_ethereum.raw_alerts"
                 f" holds {held['raw_alerts']:,})")
 
-    dry = migrate_cli(pipeline, "--dry-run")
+    dry, migrated = dry_run_then_migrate(pipeline, leftover, crashed, before)
 
-    assert dry.returncode == 0, dry.stderr
-    assert leftover.format("would drop") in dry.stdout.splitlines(), dry.stdout
     assert dry.stdout.strip().endswith("would rebuild 3 table(s): raw_features, raw_clusters, raw_address_labels")
-    assert held_tables(pipeline) == crashed  # nothing dropped, nothing rebuilt
-
-    migrated = migrate_cli(pipeline)
-
-    assert migrated.returncode == 0, migrated.stderr
-    assert leftover.format("dropped") in migrated.stdout.splitlines(), migrated.stdout
     assert migrated.stdout.strip().endswith("rebuilt 3 table(s): raw_features, raw_clusters, raw_address_labels")
-    assert sorted(held_tables(pipeline)) == sorted(TABLES)
-    assert {t: table_contents(pipeline, t) for t in TABLES} == before  # every row kept
 
 
 def test_an_original_left_after_the_swap_whose_count_differs_is_refused_in_one_line_and_kept(pipeline):
@@ -148,20 +138,26 @@ def test_the_copy_a_run_left_before_its_swap_is_dropped_and_made_again_and_a_dry
                 f" its swap ({held['raw_alerts']:,} rows; the original risk_assessment_ethereum.raw_alerts holds"
                 f" {held['raw_alerts']:,} and is kept)")
 
-    dry = migrate_cli(pipeline, "--dry-run")
+    _, migrated = dry_run_then_migrate(pipeline, leftover, crashed, before)
 
-    assert dry.returncode == 0, dry.stderr
-    assert leftover.format("would drop") in dry.stdout.splitlines(), dry.stdout
-    assert held_tables(pipeline) == crashed
-
-    migrated = migrate_cli(pipeline)
-
-    assert migrated.returncode == 0, migrated.stderr
-    assert leftover.format("dropped") in migrated.stdout.splitlines(), migrated.stdout
     assert migrated.stdout.strip().endswith("rebuilt 4 table(s): raw_alerts, raw_features, raw_clusters,"
                                             " raw_address_labels")
+
+
+def dry_run_then_migrate(pipeline, leftover, crashed, before):
+    """`migrate --dry-run` says it would drop the leftover and changes nothing;
+    `migrate` drops it, saying so, and keeps every row. Returns both runs."""
+    dry = migrate_cli(pipeline, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert leftover.format("would drop") in dry.stdout.splitlines(), dry.stdout
+    assert held_tables(pipeline) == crashed  # nothing dropped, nothing rebuilt
+
+    migrated = migrate_cli(pipeline)
+    assert migrated.returncode == 0, migrated.stderr
+    assert leftover.format("dropped") in migrated.stdout.splitlines(), migrated.stdout
     assert sorted(held_tables(pipeline)) == sorted(TABLES)
-    assert {t: table_contents(pipeline, t) for t in TABLES} == before
+    assert {t: table_contents(pipeline, t) for t in TABLES} == before  # every row kept
+    return dry, migrated
 
 
 def test_a_database_of_the_old_system_is_refused_then_migrated_without_losing_a_row_then_loaded(pipeline):

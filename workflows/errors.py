@@ -72,13 +72,14 @@ class NoPasswords(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if without_passwords(message) != message:
-            record.msg, record.args = without_passwords(message), ()
+        shown = without_passwords(message)
         failure = record.exc_info[1] if record.exc_info else None
         if failure is not None and without_passwords(str(failure)) != str(failure):
             # the traceback would show the failure's message again: one line instead
-            record.msg, record.args = f"{without_passwords(message)}: {without_passwords(one_line(failure))}", ()
+            shown = f"{shown}: {without_passwords(one_line(failure))}"
             record.exc_info = record.exc_text = None
+        if shown != message:
+            record.msg, record.args = shown, ()
         return True
 
 
